@@ -1,0 +1,1 @@
+"""SCALENet driver."""
