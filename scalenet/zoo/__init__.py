@@ -1,0 +1,1 @@
+"""The zoo: nine networks of the paper's two applications."""
