@@ -102,6 +102,12 @@ def _cmd_run(args):
     return 0
 
 
+def _cmd_regmap(args):
+    from .rtl import regmap
+    print(regmap.c_header() if args.c_header else regmap.markdown(), end="")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="scalenet", description=__doc__.split(".")[0])
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -120,6 +126,12 @@ def build_parser():
     p.add_argument("--dequantize", action="store_true", help="output float32 instead of raw integers")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("regmap", help="print the register map and descriptor layout (generated)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--markdown", action="store_true", help="Markdown table (default)")
+    fmt.add_argument("--c-header", action="store_true", help="C header")
+    p.set_defaults(func=_cmd_regmap)
     return parser
 
 
