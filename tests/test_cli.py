@@ -1,0 +1,78 @@
+"""The `scalenet` command: zoo listing, runs, and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import scalenet
+from scalenet.quant import quantize
+
+
+def scalenet_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "scalenet", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_zoo_lists_nine_paper_networks_and_the_demo():
+    r = scalenet_cli("zoo", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    paper = [row for row in rows if row["application"] in ("image", "eeg")]
+    assert len(paper) == 9
+    assert {"lenet5", "digits_cnn"} <= {row["name"] for row in rows}
+    assert all(row["macs"] > 0 and row["params"] > 0 for row in rows)
+    table = scalenet_cli("zoo")
+    assert table.returncode == 0 and "lenet5" in table.stdout
+
+
+def test_run_writes_exact_reference_output(tmp_path):
+    graph = scalenet.load("digits_cnn")
+    rng = np.random.default_rng(0)
+    xf = rng.uniform(0, 16, (5, *graph.input.shape)).astype(np.float32)
+    np.save(tmp_path / "x.npy", xf)
+    r = scalenet_cli("run", "digits_cnn", "--input", "x.npy", "--output", "y.npy", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    y = np.load(tmp_path / "y.npy")
+    want = graph.run(quantize(xf, graph.input.q))[graph.outputs[0]]
+    np.testing.assert_array_equal(y, want)
+    assert info["frames"] == 5 and info["argmax"] == [int(i) for i in want.reshape(5, -1).argmax(1)]
+    r = scalenet_cli("run", "digits_cnn", "--input", "x.npy", "--output", "f.npy", "--dequantize", cwd=tmp_path)
+    assert r.returncode == 0 and np.load(tmp_path / "f.npy").dtype == np.float32
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    (None, ["run", "no_such.onnx"], "no_such.onnx"),
+    ("garbage", ["run", "bad.onnx"], "not a valid ONNX model"),
+    (None, ["run", "digits_cnn", "--input", "missing.npy"], "input file not found"),
+    ("wrong_shape", ["run", "digits_cnn", "--input", "x.npy"], "shape"),
+    ("wrong_dtype", ["run", "digits_cnn", "--input", "x.npy"], "dtype"),
+    ("not_npy", ["run", "digits_cnn", "--input", "x.npy"], "cannot read input"),
+])
+def test_bad_input_is_one_line_without_traceback(tmp_path, setup, args, message):
+    if setup == "garbage":
+        (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage-not-protobuf\xff\xff")
+    elif setup == "wrong_shape":
+        np.save(tmp_path / "x.npy", np.zeros((3, 3), np.float32))
+    elif setup == "wrong_dtype":
+        np.save(tmp_path / "x.npy", np.zeros((1, 8, 8), np.int16))
+    elif setup == "not_npy":
+        (tmp_path / "x.npy").write_text("hello")
+    r = scalenet_cli(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scalenet: error:"), r.stderr
+    assert message in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = scalenet_cli("--debug", "run", "no_such.onnx", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_regmap_command_prints_generated_docs():
+    r = scalenet_cli("regmap", "--c-header")
+    assert r.returncode == 0 and "#define SCALENET_ID_MAGIC" in r.stdout
