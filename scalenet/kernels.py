@@ -89,12 +89,13 @@ def _windows(xp, kh, kw, sh, sw, dh, dw, oh, ow):
 
 
 def _exact_matmul(a, b, bound_a, bound_b):
-    """``a @ b`` over the last/first axis with an exact int64 result, via float32 BLAS in safe chunks."""
+    """``a @ b`` with an exact int64 result, via float32 BLAS in chunks of the reduction axis small
+    enough that no partial sum reaches 2**24 (``bound_*`` bound the operands' magnitudes)."""
     k = a.shape[-1]
     worst = max(int(bound_a) * int(bound_b), 1)
     chunk = max(1, (_EXACT_F32 - 1) // worst)
     if k <= chunk:
-        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.int64)
+        return np.matmul(a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)).astype(np.int64)
     out = None
     for start in range(0, k, chunk):
         part = np.matmul(a[..., start:start + chunk].astype(np.float32),
@@ -131,23 +132,32 @@ def conv(x, w, bias=None, stride=1, pads=0, dilation=1, groups=1, x_zero_point=0
         ws = w4.astype(np.int32) - (wzp.reshape(-1, 1, 1, 1) if wzp.ndim == 1 else wzp)
     else:
         xs, ws = x4.astype(np.float32), w4.astype(np.float32)
+    if exact:
+        xs = xs.astype(np.float32)          # every value is exact in float32; the sums are split below
     xp = np.pad(xs, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    cols = _windows(xp, kh, kw, sh, sw, dh, dw, oh, ow)           # N C OH OW KH KW
+    s = xp.strides
+    # (N, C, KH, KW, OH, OW) view: per group, ``weight (O, C*KH*KW) @ patches (C*KH*KW, OH*OW)`` gives
+    # the output already in (O, OH*OW) order — the fastest layout for BLAS here.
+    cols = np.lib.stride_tricks.as_strided(
+        xp, shape=(n, c, kh, kw, oh, ow),
+        strides=(s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw), writeable=False)
     cog = co // groups
-    outs = []
+    out = np.empty((n, co, oh * ow), dtype=np.int64 if exact else np.float32)
     for g in range(groups):
-        patch = cols[:, g * cig:(g + 1) * cig].transpose(0, 2, 3, 1, 4, 5).reshape(n, oh * ow, cig * kh * kw)
-        wg = ws[g * cog:(g + 1) * cog].reshape(cog, -1).T
+        wg = ws[g * cog:(g + 1) * cog].reshape(cog, -1)
         if exact:
-            bound_x = int(np.abs(xs[:, g * cig:(g + 1) * cig]).max(initial=0))
             bound_w = int(np.abs(wg).max(initial=0))
-            outs.append(_exact_matmul(patch, wg, bound_x, bound_w))
-        else:
-            outs.append(np.matmul(patch, wg))
-    out = np.concatenate(outs, axis=-1).reshape(n, oh, ow, co).transpose(0, 3, 1, 2)
+            wg = wg.astype(np.float32)
+        for i in range(n):
+            patch = cols[i, g * cig:(g + 1) * cig].reshape(cig * kh * kw, oh * ow)
+            if exact:
+                bound_x = int(np.abs(xs[i, g * cig:(g + 1) * cig]).max(initial=0))
+                out[i, g * cog:(g + 1) * cog] = _exact_matmul(wg, patch, bound_w, bound_x)
+            else:
+                out[i, g * cog:(g + 1) * cog] = wg @ patch
+    out = out.reshape(n, co, oh, ow)
     if bias is not None:
         out = out + np.asarray(bias).astype(out.dtype).reshape(1, -1, 1, 1)
-    out = np.ascontiguousarray(out)
     return out[:, :, 0, :] if one_d else out
 
 
