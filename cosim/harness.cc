@@ -1,0 +1,67 @@
+// C side of the compiled engine: clock loops and the attached AXI memory models, so that Python crosses
+// into the model once per run instead of once per cycle. Compiled together with the CXXRTL design.
+#include <cstdint>
+#include <vector>
+#include <cxxrtl/capi/cxxrtl_capi.h>
+
+#include "axi_slave.cc"
+
+struct scn_platform {
+    cxxrtl_handle h;
+    cxxrtl_object *clk;
+    std::vector<scn_axi_slave *> slaves;
+};
+
+static inline void scn_cycle(scn_platform *p) {
+    // Clock low: drive the slaves' outputs, settle, sample the handshakes; then the rising edge.
+    p->clk->next[0] = 0;
+    for (auto *s : p->slaves) scn_axi_drive(s);
+    cxxrtl_step(p->h);
+    for (auto *s : p->slaves) scn_axi_sample(s);
+    p->clk->next[0] = 1;
+    cxxrtl_step(p->h);
+    for (auto *s : p->slaves) scn_axi_advance(s);
+}
+
+extern "C" {
+
+scn_platform *scn_platform_create(cxxrtl_handle h, cxxrtl_object *clk) {
+    return new scn_platform{h, clk, {}};
+}
+
+void scn_platform_destroy(scn_platform *p) { delete p; }
+
+void scn_platform_add_slave(scn_platform *p, scn_axi_slave *s) { p->slaves.push_back(s); }
+
+/* Advance `cycles` rising edges. */
+uint64_t scn_run(scn_platform *p, uint64_t cycles) {
+    for (uint64_t i = 0; i < cycles; i++) scn_cycle(p);
+    return cycles;
+}
+
+/* Advance until the low word of `obj` equals `value` after an edge, or `max_cycles`. */
+uint64_t scn_run_until(scn_platform *p, cxxrtl_object *obj, uint32_t value, uint64_t max_cycles) {
+    for (uint64_t i = 0; i < max_cycles; i++) {
+        scn_cycle(p);
+        if (obj->curr[0] == value) return i + 1;
+    }
+    return max_cycles;
+}
+
+/* Collect object names, NUL-separated, into `buf`; returns the length needed. */
+struct scn_name_buf { char *buf; size_t cap; size_t len; };
+static void scn_collect(void *data, const char *name, cxxrtl_object *object, size_t parts) {
+    scn_name_buf *n = (scn_name_buf *)data;
+    for (const char *c = name; ; c++) {
+        if (n->len < n->cap) n->buf[n->len] = *c;
+        n->len++;
+        if (!*c) break;
+    }
+}
+size_t scn_names(cxxrtl_handle h, char *buf, size_t cap) {
+    scn_name_buf n = { buf, cap, 0 };
+    cxxrtl_enum(h, &n, scn_collect);
+    return n.len;
+}
+
+}
