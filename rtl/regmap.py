@@ -224,11 +224,13 @@ DESCRIPTOR_FIELDS: tuple = (
     DescField("clamp_lo", 9, "output lower clamp (ReLU: the zero point)", signed=True),
     DescField("clamp_hi", 9, "output upper clamp (ReLU6)", signed=True),
     DescField("count_include_pad", 1, "average pooling counts padding"),
-    DescField("in_addr", 32, "input activations, CHW bytes"),
-    DescField("b_addr", 32, "second input (ADD), CHW bytes"),
-    DescField("weight_addr", 32, "weights in the PE array's order (see driver.compiler)"),
-    DescField("param_addr", 32, "per-output-channel bias and requantisation parameters"),
-    DescField("out_addr", 32, "output activations, CHW bytes"),
+    DescField("in_pixel_stride", 16, "bytes between input pixels (> in_channels for a channel slice)"),
+    DescField("out_pixel_stride", 16, "bytes between output pixels (> out_channels when writing a slice of a concatenation)"),
+    DescField("in_addr", 32, "input activations, HWC bytes (any byte address)"),
+    DescField("b_addr", 32, "second input (ADD), HWC bytes, same pixel stride as the input"),
+    DescField("weight_addr", 32, "weights in R x C blocks (docs/architecture.md)"),
+    DescField("param_addr", 32, "bias and requantisation parameters (docs/architecture.md)"),
+    DescField("out_addr", 32, "output activations, HWC bytes (any byte address: a channel slice starts mid-pixel)"),
 )
 
 _DESC_BITS = sum(f.width for f in DESCRIPTOR_FIELDS)
