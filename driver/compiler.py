@@ -158,24 +158,16 @@ def weight_blocks(weight, groups, rows, cols):
     cout, cig, kh, kw = w.shape
     cin = cig * groups
     cog = cout // groups
+    n_co, n_ci = -(-cout // rows), -(-cin // cols)
+    dense = np.zeros((n_co * rows, n_ci * cols, kh, kw), dtype=np.int8)   # block-diagonal expansion
+    for g in range(groups):
+        dense[g * cog:(g + 1) * cog, g * cig:(g + 1) * cig] = w[g * cog:(g + 1) * cog]
+    tiled = dense.reshape(n_co, rows, n_ci, cols, kh, kw).transpose(0, 4, 5, 2, 1, 3)  # co, ky, kx, ci, r, c
     blocks = []
-    for co_t in range(-(-cout // rows)):
+    for co_t in range(n_co):
         tiles = ci_tile_range(co_t, rows, cols, cout, cin, groups)
-        for ky in range(kh):
-            for kx in range(kw):
-                for ci_t in tiles:
-                    block = np.zeros((rows, cols), dtype=np.int8)
-                    for r in range(rows):
-                        co = co_t * rows + r
-                        if co >= cout:
-                            continue
-                        g = co // cog
-                        for c in range(cols):
-                            ci = ci_t * cols + c
-                            if g * cig <= ci < (g + 1) * cig:
-                                block[r, c] = w[co, ci - g * cig, ky, kx]
-                    blocks.append(block)
-    return np.stack(blocks) if blocks else np.zeros((0, rows, cols), np.int8)
+        blocks.append(tiled[co_t, :, :, tiles.start:tiles.stop].reshape(-1, rows, cols))
+    return np.concatenate(blocks) if blocks else np.zeros((0, rows, cols), np.int8)
 
 
 def _channel_params(bias, multiplier):

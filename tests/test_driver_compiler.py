@@ -124,3 +124,21 @@ def test_weight_blocks_order():
     assert blocks[0].tolist() == [[w[0, 0, 0, 0], w[0, 1, 0, 0]], [w[1, 0, 0, 0], w[1, 1, 0, 0]]]
     assert blocks[1].tolist() == [[w[0, 2, 0, 0], 0], [w[1, 2, 0, 0], 0]]
     assert blocks[2].tolist() == [[w[0, 0, 0, 1], w[0, 1, 0, 1]], [w[1, 0, 0, 1], w[1, 1, 0, 1]]]
+
+
+@pytest.mark.parametrize("name", ["lenet5", "cifar10_quick", "resnet20", "eeg_mpcnn", "digits_cnn", "mobilenet_v1_025"])
+def test_zoo_networks_compile_and_match_the_reference(name):
+    from scalenet import zoo
+    graph = zoo.build(name)
+    cfg = AcceleratorConfig(weight_buffer_bytes=1 << 20, line_buffer_bytes=1 << 20)
+    rng = np.random.default_rng(0)
+    t = graph.input
+    x = rng.integers(t.q.dtype.lo, t.q.dtype.hi + 1, t.shape).astype(t.q.dtype.np_dtype)
+    _, stats, _ = run_both(graph, cfg, x)
+    assert sum(s.macs for s in stats) == graph.macs
+
+
+def test_alexnet_first_layer_is_beyond_the_kernel_limit():
+    from scalenet import zoo
+    with pytest.raises(HardwareLimitError, match=r"conv1 \(conv\): kernel size 11"):
+        compile_graph(zoo.build("alexnet"))
