@@ -64,24 +64,35 @@ class CompiledNetwork:
         return len(self.descriptors)
 
     # -- tensors <-> memory ---------------------------------------------------------------------------
-    def write_input(self, memory, x):
-        """Store one sample of the graph input (IR shape, integer type) into ``memory``."""
+    def encode_input(self, x):
+        """(address, bytes) that store one sample of the graph input (IR shape and integer type)."""
         name = self.graph.inputs[0]
         x = np.asarray(x)
         t = self.graph.tensors[name]
         if x.shape != t.shape or x.dtype != t.q.dtype.np_dtype:
             raise ValueError(f"input must be one {t.q.dtype.name} sample of shape {t.shape}, got {x.dtype} {x.shape}")
-        _store(memory, self.placements[name], _to_hwc(x))
+        p = self.placements[name]
+        region = np.zeros(p.nbytes, np.uint8)
+        _store(region, p, _to_hwc(x))
+        return p.addr, region
 
-    def read_tensor(self, memory, name):
-        """Read a tensor back in its IR shape and type."""
+    def decode_tensor(self, name, region):
+        """A tensor in its IR shape and type from the bytes of its placement."""
         p = self.placements[name]
         t = self.graph.tensors[name]
-        hwc = _load(memory, p).view(t.q.dtype.np_dtype)
+        hwc = _load(np.asarray(region, np.uint8), p).view(t.q.dtype.np_dtype)
         if p.chw_source is not None:
             c, h, w = p.chw_source
             return hwc.reshape(h, w, c).transpose(2, 0, 1).reshape(t.shape)
         return _from_hwc(hwc, t.shape)
+
+    def write_input(self, memory, x):
+        addr, region = self.encode_input(x)
+        memory[addr:addr + region.size] = region
+
+    def read_tensor(self, memory, name):
+        p = self.placements[name]
+        return self.decode_tensor(name, memory[p.addr:p.addr + p.nbytes])
 
 
 def _hwc_geometry(shape):
@@ -110,10 +121,10 @@ def _from_hwc(hwc, shape):
     return hwc.reshape(shape)
 
 
-def _store(memory, p: Placement, hwc):
-    """Write an (H, W, C) byte array at a placement (honouring its pixel stride)."""
+def _store(region, p: Placement, hwc):
+    """Write an (H, W, C) array into the bytes of a placement (honouring its pixel stride)."""
     raw = np.ascontiguousarray(hwc).view(np.uint8).reshape(p.height, p.width, p.channels)
-    region = memory[p.addr:p.addr + p.nbytes - p.pixel_stride + p.channels]
+    region = region[:p.nbytes - p.pixel_stride + p.channels]
     if p.pixel_stride == p.channels:
         region[:] = raw.reshape(-1)
         return
@@ -123,12 +134,12 @@ def _store(memory, p: Placement, hwc):
             region[off:off + p.channels] = raw[y, x]
 
 
-def _load(memory, p: Placement):
-    start = p.addr
+def _load(region, p: Placement):
+    """Read an (H, W, C) array from the bytes of a placement."""
     if p.pixel_stride == p.channels:
-        return np.array(memory[start:start + p.nbytes]).reshape(p.height, p.width, p.channels)
-    idx = (np.arange(p.height * p.width)[:, None] * p.pixel_stride + np.arange(p.channels)[None]) + start
-    return np.array(memory[idx]).reshape(p.height, p.width, p.channels)
+        return np.array(region[:p.nbytes]).reshape(p.height, p.width, p.channels)
+    idx = np.arange(p.height * p.width)[:, None] * p.pixel_stride + np.arange(p.channels)[None]
+    return np.array(region[idx]).reshape(p.height, p.width, p.channels)
 
 
 # ---------------------------------------------------------------------------------------------------------
