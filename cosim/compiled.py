@@ -187,6 +187,8 @@ class CompiledSimulator:
         _sig(lib.scn_platform_destroy, None, vp)
         _sig(lib.scn_platform_add_slave, None, vp, vp)
         _sig(lib.scn_run, u64, vp, u64)
+        _sig(lib.scn_cycle_begin, None, vp)
+        _sig(lib.scn_cycle_end, None, vp)
         _sig(lib.scn_run_until, u64, vp, ctypes.POINTER(_Object), u32, u64)
         _sig(lib.scn_names, ctypes.c_size_t, vp, ctypes.c_char_p, ctypes.c_size_t)
         _sig(lib.scn_axi_create, vp, vp, ctypes.c_char_p, vp, u64, u32, u32, u32, u32, u32, u64)
@@ -196,7 +198,12 @@ class CompiledSimulator:
         _sig(lib.scn_axi_first_violation, ctypes.c_char_p, vp)
         self._handle = lib.cxxrtl_create(lib.cxxrtl_design_create())
         self._objects = {}
-        self._platform = lib.scn_platform_create(self._handle, self._object("clk"))
+        try:
+            clk = self._object("clk")
+        except KeyError:
+            raise BuildError("the design has no 'clk' port (no synchronous logic in the sync domain); "
+                             "nothing to simulate cycle by cycle") from None
+        self._platform = lib.scn_platform_create(self._handle, clk)
         self._memories = []
         self.cycles = 0
         lib.cxxrtl_step(self._handle)
@@ -281,6 +288,15 @@ class CompiledSimulator:
         self._memories.append(mem)
         self._lib.scn_platform_add_slave(self._platform, slave)
         return mem
+
+    def begin_cycle(self):
+        """First half of a cycle: attached memories drive their outputs and everything settles, so the
+        cycle's outputs can be read and inputs set before :meth:`end_cycle` takes the rising edge."""
+        self._lib.scn_cycle_begin(self._platform)
+
+    def end_cycle(self):
+        self._lib.scn_cycle_end(self._platform)
+        self.cycles += 1
 
     def tick(self, cycles=1):
         self.cycles += self._lib.scn_run(self._platform, cycles)

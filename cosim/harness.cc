@@ -12,10 +12,16 @@ struct scn_platform {
     std::vector<scn_axi_slave *> slaves;
 };
 
-static inline void scn_cycle(scn_platform *p) {
-    // Clock low: drive the slaves' outputs, settle, sample the handshakes; then the rising edge.
+// A cycle in two halves, so Python can look at a cycle's settled outputs before its edge:
+// begin: clock low, the slaves drive their outputs, settle;
+// end: settle what Python set since, sample the handshakes, rising edge.
+static inline void scn_begin(scn_platform *p) {
     p->clk->next[0] = 0;
     for (auto *s : p->slaves) scn_axi_drive(s);
+    cxxrtl_step(p->h);
+}
+
+static inline void scn_end(scn_platform *p) {
     cxxrtl_step(p->h);
     for (auto *s : p->slaves) scn_axi_sample(s);
     p->clk->next[0] = 1;
@@ -23,7 +29,15 @@ static inline void scn_cycle(scn_platform *p) {
     for (auto *s : p->slaves) scn_axi_advance(s);
 }
 
+static inline void scn_cycle(scn_platform *p) {
+    scn_begin(p);
+    scn_end(p);
+}
+
 extern "C" {
+
+void scn_cycle_begin(scn_platform *p) { scn_begin(p); }
+void scn_cycle_end(scn_platform *p) { scn_end(p); }
 
 scn_platform *scn_platform_create(cxxrtl_handle h, cxxrtl_object *clk) {
     return new scn_platform{h, clk, {}};
