@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 from . import axi
 from .regmap import ErrorCode
 
-__all__ = ["command_layout", "DMAReader", "DMAWriter", "DMA"]
+__all__ = ["command_layout", "write_data_layout", "DMAReader", "DMAWriter", "DMA"]
 
 _MAX_BEATS = 256
 _PAGE = 4096
@@ -29,6 +29,11 @@ _PAGE = 4096
 def command_layout(addr_width=32):
     """``(addr, length)``: a transfer of ``length`` bytes at byte address ``addr``."""
     return data.StructLayout({"addr": unsigned(addr_width), "length": unsigned(32)})
+
+
+def write_data_layout(data_width=64):
+    """``{data, strb}``: a write beat with its byte strobes."""
+    return data.StructLayout({"data": unsigned(data_width), "strb": unsigned(data_width // 8)})
 
 
 def _check_params(addr_width, data_width, id_width, max_outstanding):
@@ -206,7 +211,8 @@ class DMAWriter(wiring.Component):
     -------
     cmd : :py:`In(stream.Signature(command_layout(addr_width)))`
     i : :py:`In(stream.Signature(data_width))`
-        The data, in address order.
+        The data, in address order; with ``strobes=True`` a ``{data, strb}`` struct whose byte strobes
+        go to ``WSTRB`` (bytes with a 0 strobe are left untouched: unaligned and strided outputs).
     aw : :py:`Out(axi.AddressSignature(...))`
     w : :py:`Out(axi.WriteDataSignature(...))`
     b : :py:`In(axi.WriteResponseSignature(...))`
@@ -221,13 +227,14 @@ class DMAWriter(wiring.Component):
         The producer has data and the engine cannot take it.
     """
 
-    def __init__(self, *, addr_width=32, data_width=64, id_width=0, max_outstanding=4):
+    def __init__(self, *, addr_width=32, data_width=64, id_width=0, max_outstanding=4, strobes=False):
         _check_params(addr_width, data_width, id_width, max_outstanding)
         self._addr_width, self._data_width = addr_width, data_width
         self._id_width, self._max_outstanding = id_width, max_outstanding
+        self._strobes = bool(strobes)
         super().__init__({
             "cmd": In(stream.Signature(command_layout(addr_width))),
-            "i": In(stream.Signature(data_width)),
+            "i": In(stream.Signature(write_data_layout(data_width) if strobes else data_width)),
             "aw": Out(axi.AddressSignature(addr_width=addr_width, id_width=id_width)),
             "w": Out(axi.WriteDataSignature(data_width=data_width)),
             "b": In(axi.WriteResponseSignature(id_width=id_width)),
@@ -291,10 +298,12 @@ class DMAWriter(wiring.Component):
         ]
         with m.If(self.w.ready):
             m.d.sync += w_valid.eq(0)
+        in_data = self.i.payload.data if self._strobes else self.i.payload
+        in_strb = self.i.payload.strb if self._strobes else (1 << data_bytes) - 1
         with m.If(load):
             m.d.sync += [
-                w_valid.eq(1), w_data.eq(self.i.payload),
-                w_strb.eq(Mux(draining, 0, (1 << data_bytes) - 1)),
+                w_valid.eq(1), w_data.eq(in_data),
+                w_strb.eq(Mux(draining, 0, in_strb)),
                 w_last.eq(cur_left == 1),
                 w_left.eq(cur_left - 1),
             ]
@@ -348,16 +357,17 @@ class DMA(wiring.Component):
         Per-cycle increments for the performance counters (``stall``: either engine).
     """
 
-    def __init__(self, *, addr_width=32, data_width=64, id_width=0, max_outstanding=4):
+    def __init__(self, *, addr_width=32, data_width=64, id_width=0, max_outstanding=4, strobes=False):
         _check_params(addr_width, data_width, id_width, max_outstanding)
         self._params = dict(addr_width=addr_width, data_width=data_width, id_width=id_width,
                             max_outstanding=max_outstanding)
+        self._strobes = strobes
         super().__init__({
             "bus": Out(axi.Signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
             "rd_cmd": In(stream.Signature(command_layout(addr_width))),
             "rd_data": Out(stream.Signature(data.StructLayout({"data": data_width, "last": 1}))),
             "wr_cmd": In(stream.Signature(command_layout(addr_width))),
-            "wr_data": In(stream.Signature(data_width)),
+            "wr_data": In(stream.Signature(write_data_layout(data_width) if strobes else data_width)),
             "rd_busy": Out(1),
             "wr_busy": Out(1),
             "error": Out(1),
@@ -371,7 +381,7 @@ class DMA(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.reader = reader = DMAReader(**self._params)
-        m.submodules.writer = writer = DMAWriter(**self._params)
+        m.submodules.writer = writer = DMAWriter(**self._params, strobes=self._strobes)
         connect(m, flipped(self.bus.ar), reader.ar)
         connect(m, flipped(self.bus.r), reader.r)
         connect(m, flipped(self.bus.aw), writer.aw)

@@ -108,3 +108,25 @@ def test_protocol_checker_flags_a_bad_master():
     assert sim.get("beats") > 0
     with pytest.raises(KeyError, match="no complete AXI4 master port 'nope'"):
         sim.attach_axi_memory("nope", 1024)
+
+
+def test_write_strobes_leave_masked_bytes_untouched():
+    sim = CompiledSimulator(DMA(strobes=True))
+    mem = sim.attach_axi_memory("bus", 8 * 1024, latency=2, stall=0.2, seed=3)
+    mem.data[:] = 0xEE
+    rng = np.random.default_rng(5)
+    words = [int(w) for w in rng.integers(0, 2 ** 63, 40)]
+    strobes = [int(s) for s in rng.integers(0, 256, 40)]
+    handshake(sim, "wr_cmd", 0x0FC0 | (40 * 8 << 32), 1000)          # crosses 4 KiB
+    for word, strb in zip(words, strobes):
+        handshake(sim, "wr_data", word | (strb << 64), 1000)
+    sim.tick()
+    while sim.get("wr_busy"):
+        sim.tick()
+    expected = np.full(40 * 8, 0xEE, np.uint8)
+    for i, (word, strb) in enumerate(zip(words, strobes)):
+        for b in range(8):
+            if strb >> b & 1:
+                expected[i * 8 + b] = (word >> (8 * b)) & 0xFF
+    np.testing.assert_array_equal(mem.data[0x0FC0:0x0FC0 + 320], expected)
+    assert mem.violations == 0, mem.first_violation
