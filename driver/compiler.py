@@ -444,8 +444,8 @@ def _descriptor(layer, graph, cfg, in_p, out_p, weight_addr, param_addr):
         for what, v, lim in (("kernel size", max(kh, kw), cfg.max_kernel), ("stride", max(sh, sw), cfg.max_stride),
                              ("padding", max(pt, pl, pb, pr), cfg.max_pad)):
             _limit(layer, what, v, lim)
-        lines = (kh + 1) * x.width * x.channels
-        _limit(layer, "line-buffer bytes ((kernel_h + 1) x width x channels)", lines, cfg.line_buffer_bytes)
+        lines = (kh + sh) * x.width * x.channels
+        _limit(layer, "line-buffer bytes ((kernel_h + stride_h) x width x channels)", lines, cfg.line_buffer_bytes)
         d.update(kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_top=pt, pad_left=pl,
                  pad_bottom=pb, pad_right=pr)
     if isinstance(layer, Conv):

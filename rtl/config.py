@@ -17,7 +17,7 @@ class AcceleratorConfig:
     max_pad: int = 15
     max_width: int = 256             #: widest input row the line buffers hold
     max_channels: int = 1024         #: most channels of a layer's input or output
-    line_buffer_bytes: int = 64 * 1024    #: (kernel_h + 1) rows x width x input channels must fit
+    line_buffer_bytes: int = 64 * 1024    #: (kernel_h + stride_h) rows x width x input channels must fit
     weight_buffer_bytes: int = 64 * 1024  #: one layer's weights, padded to R x C blocks, must fit
     data_bytes: int = 8              #: AXI4 data width in bytes
 

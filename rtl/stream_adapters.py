@@ -1,0 +1,196 @@
+"""Adapters between the DMA's bus-width beats and the engines' byte and row streams.
+
+Tensors are byte-addressed (a channel slice of a concatenation starts mid-word and skips the other
+branches' channels in every pixel), while the DMA moves aligned words. The adapters walk the aligned
+region that covers a tensor one byte per cycle and keep exactly the tensor's bytes: ``lead`` bytes
+before it, then pixels of ``channels`` bytes every ``stride`` bytes, ``span`` bytes in all.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["RegionLayout", "WordsToBytes", "BytesToWords", "WordSplitter"]
+
+
+class RegionLayout(data.StructLayout):
+    """Where a tensor's bytes sit in a word-aligned region.
+
+    Members
+    -------
+    words : unsigned(24)
+        Bus words in the region.
+    lead : unsigned(6)
+        Bytes of the first word before the tensor starts (its address modulo the bus width).
+    span : unsigned(24)
+        Bytes from the tensor's first to its last byte: ``(pixels - 1) * stride + channels``.
+    stride, channels : unsigned(16)
+        Bytes between pixels, and the pixel's bytes that belong to the tensor.
+    """
+
+    def __init__(self):
+        super().__init__({"words": unsigned(24), "lead": unsigned(6), "span": unsigned(24),
+                          "stride": unsigned(16), "channels": unsigned(16)})
+
+
+class _Walk:
+    """A byte counter over the region and whether the current byte is one of the tensor's."""
+
+    def __init__(self, m, region, data_bytes):
+        self.index = Signal(24 + 3)          # byte within the region
+        self.rel = Signal(24 + 3)            # byte relative to the tensor start (valid once >= lead)
+        self.in_pixel = Signal(16)           # position within the current pixel's stride
+        self.keep = Signal()
+        self.word_end = Signal()
+        self.done = Signal()
+        total = Signal(24 + 3)
+        m.d.comb += [
+            total.eq(region.words * data_bytes),
+            self.done.eq(self.index >= total),
+            self.keep.eq((self.index >= region.lead) & (self.rel < region.span) &
+                         (self.in_pixel < region.channels)),
+            self.word_end.eq(self.index[:data_bytes.bit_length() - 1] == data_bytes - 1),
+        ]
+        self._region = region
+
+    def reset(self, m):
+        m.d.sync += [self.index.eq(0), self.rel.eq(0), self.in_pixel.eq(0)]
+
+    def advance(self, m):
+        m.d.sync += self.index.eq(self.index + 1)
+        with m.If(self.index >= self._region.lead):
+            m.d.sync += self.rel.eq(self.rel + 1)
+            with m.If(self.in_pixel + 1 == self._region.stride):
+                m.d.sync += self.in_pixel.eq(0)
+            with m.Else():
+                m.d.sync += self.in_pixel.eq(self.in_pixel + 1)
+
+
+class WordsToBytes(wiring.Component):
+    """Bus words of a region in, the tensor's bytes out (one per cycle).
+
+    ``start`` (a pulse, with ``region`` valid) begins a region; ``busy`` until every word is consumed.
+    """
+
+    def __init__(self, data_width=64):
+        self._data_bytes = data_width // 8
+        super().__init__({
+            "region": In(RegionLayout()),
+            "start": In(1),
+            "busy": Out(1),
+            "i": In(stream.Signature(data_width)),
+            "o": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self._data_bytes
+        region = Signal(RegionLayout())
+        walk = _Walk(m, region, nb)
+        active = Signal()
+        m.d.comb += self.busy.eq(active)
+        lane = walk.index[:nb.bit_length() - 1]
+        byte = Signal(8)
+        m.d.comb += byte.eq(self.i.payload.word_select(lane, 8))
+        with m.If(self.start):
+            m.d.sync += [region.eq(self.region), active.eq(1)]
+            walk.reset(m)
+        with m.Elif(active):
+            with m.If(walk.done):
+                m.d.sync += active.eq(0)
+            with m.Else():
+                # Keep a byte when the consumer takes it; skip others at once.
+                m.d.comb += [self.o.valid.eq(self.i.valid & walk.keep), self.o.payload.eq(byte)]
+                step = Signal()
+                m.d.comb += step.eq(self.i.valid & (~walk.keep | self.o.ready))
+                m.d.comb += self.i.ready.eq(step & walk.word_end)
+                with m.If(step):
+                    walk.advance(m)
+        return m
+
+
+class BytesToWords(wiring.Component):
+    """The tensor's bytes in, bus words of the region out with byte strobes (0 where not the tensor's).
+
+    Pairs with :class:`~scalenet.rtl.dma.DMAWriter` built with ``strobes=True``.
+    """
+
+    def __init__(self, data_width=64):
+        from .dma import write_data_layout
+        self._data_bytes = data_width // 8
+        super().__init__({
+            "region": In(RegionLayout()),
+            "start": In(1),
+            "busy": Out(1),
+            "i": In(stream.Signature(8)),
+            "o": Out(stream.Signature(write_data_layout(data_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self._data_bytes
+        region = Signal(RegionLayout())
+        walk = _Walk(m, region, nb)
+        active = Signal()
+        lane = walk.index[:nb.bit_length() - 1]
+        word, strb = Signal(8 * nb), Signal(nb)            # the word being assembled
+        out_word, out_strb = Signal(8 * nb), Signal(nb)    # the finished word on offer
+        o_valid = Signal()
+        m.d.comb += [self.busy.eq(active | o_valid), self.o.valid.eq(o_valid),
+                     self.o.payload.data.eq(out_word), self.o.payload.strb.eq(out_strb)]
+        with m.If(self.o.ready):
+            m.d.sync += o_valid.eq(0)
+        with m.If(self.start):
+            m.d.sync += [region.eq(self.region), active.eq(1), strb.eq(0)]
+            walk.reset(m)
+        with m.Elif(active):
+            with m.If(walk.done):
+                m.d.sync += active.eq(0)
+            with m.Else():
+                can = Signal()
+                m.d.comb += can.eq(~o_valid | self.o.ready)       # room for a finished word
+                step = Signal()
+                m.d.comb += [
+                    self.i.ready.eq(can & walk.keep),
+                    step.eq(can & (~walk.keep | self.i.valid)),
+                ]
+                with m.If(step):
+                    walk.advance(m)
+                    new_word = Signal(8 * nb)
+                    new_strb = Signal(nb)
+                    m.d.comb += [new_word.eq(word), new_strb.eq(strb)]
+                    with m.If(walk.keep):
+                        m.d.comb += [new_word.word_select(lane, 8).eq(self.i.payload),
+                                     new_strb.bit_select(lane, 1).eq(1)]
+                    with m.If(walk.word_end):
+                        m.d.sync += [o_valid.eq(1), out_word.eq(new_word), out_strb.eq(new_strb),
+                                     word.eq(0), strb.eq(0)]
+                    with m.Else():
+                        m.d.sync += [word.eq(new_word), strb.eq(new_strb)]
+        return m
+
+
+class WordSplitter(wiring.Component):
+    """Wide words in, ``in_width // out_width`` narrower words out, least significant first."""
+
+    def __init__(self, in_width=64, out_width=32):
+        if in_width % out_width:
+            raise ValueError(f"in_width {in_width} must be a multiple of out_width {out_width}")
+        self._ratio = in_width // out_width
+        super().__init__({
+            "i": In(stream.Signature(in_width)),
+            "o": Out(stream.Signature(out_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if self._ratio == 1:
+            wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
+            return m
+        part = Signal(range(self._ratio))
+        m.d.comb += [self.o.valid.eq(self.i.valid),
+                     self.o.payload.eq(self.i.payload.word_select(part, len(self.o.payload))),
+                     self.i.ready.eq(self.o.ready & (part == self._ratio - 1))]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += part.eq(Mux(part == self._ratio - 1, 0, part + 1))
+        return m
