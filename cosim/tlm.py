@@ -96,6 +96,9 @@ def _conv(memory, d, cfg, stats):
                     n_blocks += 1
                     acc[:, :, co_t * rows:(co_t + 1) * rows] += win[:, :, ci_t * cols:(ci_t + 1) * cols] @ block.T
                     stats.array_cycles += oh * ow
+    if d["weight_bytes"] != n_blocks * rows * cols or d["param_bytes"] != 8 * cout:
+        raise DescriptorError(f"descriptor lengths (weights {d['weight_bytes']}, params {d['param_bytes']}) do not "
+                              f"match the layer ({n_blocks * rows * cols}, {8 * cout})")
     bias, mult = _params(memory, d["param_addr"], cout)
     acc = acc[:, :, :cout] + bias
     y = requantize(acc, mult, d["y_zero_point"], _qtype(d["out_signed"]), lo=d["clamp_lo"], hi=d["clamp_hi"], axis=2)

@@ -287,9 +287,11 @@ def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base
     cursor = _align(desc_addr + n_desc * DESCRIPTOR_BYTES)
     static = []                     # (addr, bytes)
 
-    def place_static(raw):
+    def place_static(raw, sizes=None, name=None):
         nonlocal cursor
         addr = cursor
+        if sizes is not None:
+            sizes[name] = len(raw)
         static.append((addr, raw))
         cursor = _align(cursor + len(raw))
         return addr
@@ -298,7 +300,7 @@ def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base
     descriptors, layer_of = [], []
 
     # Activation allocation needs the static size first: weights are placed in a first pass.
-    weight_addr, param_addr = {}, {}
+    weight_addr, param_addr, weight_bytes, param_bytes = {}, {}, {}, {}
     for layer in order:
         ins = [tensors[i] for i in layer.inputs]
         out = tensors[layer.output]
@@ -318,25 +320,27 @@ def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base
                 _limit(layer, "kernel size", k, cfg.max_kernel)
             blocks = weight_blocks(w, groups, cfg.rows, cfg.cols)
             _limit(layer, "weight bytes (padded to PE blocks)", blocks.nbytes, cfg.weight_buffer_bytes)
-            weight_addr[layer.name] = place_static(blocks.reshape(-1).view(np.uint8).tobytes())
+            weight_addr[layer.name] = place_static(blocks.reshape(-1).view(np.uint8).tobytes(), weight_bytes, layer.name)
             mult = layer.multiplier(in_t.q, out.q)
-            param_addr[layer.name] = place_static(_channel_params(layer.bias, mult).tobytes())
+            param_addr[layer.name] = place_static(_channel_params(layer.bias, mult).tobytes(), param_bytes, layer.name)
         elif isinstance(layer, AvgPool):
             kh, kw = _conv_geometry(layer)[:2]
             counts = np.arange(1, kh * kw + 1)
             mult = avgpool_multiplier(ins[0].q.scale, out.q.scale, counts)
-            param_addr[layer.name] = place_static(_channel_params(np.zeros(len(counts), np.int32), mult).tobytes())
+            param_addr[layer.name] = place_static(_channel_params(np.zeros(len(counts), np.int32), mult).tobytes(),
+                                                  param_bytes, layer.name)
         elif isinstance(layer, GlobalAvgPool):
             h, w, _ = _hwc_geometry(ins[0].shape)
             mult = avgpool_multiplier(ins[0].q.scale, out.q.scale, [h * w])
-            param_addr[layer.name] = place_static(_channel_params(np.zeros(1, np.int32), mult).tobytes())
+            param_addr[layer.name] = place_static(_channel_params(np.zeros(1, np.int32), mult).tobytes(),
+                                                  param_bytes, layer.name)
         elif isinstance(layer, Add):
             r = add_rescale(ins[0].q.scale, ins[1].q.scale, out.q.scale)
             raw = np.zeros(ADD_PARAM_BYTES, np.uint8)
             raw[0:4] = np.array([r.a_mult], "<u4").view(np.uint8)
             raw[4:8] = np.array([r.b_mult], "<u4").view(np.uint8)
             raw[8] = r.shift
-            param_addr[layer.name] = place_static(raw.tobytes())
+            param_addr[layer.name] = place_static(raw.tobytes(), param_bytes, layer.name)
 
     alloc = _Allocator(cursor)
     live = {}                                 # buffer owner tensor -> (addr, size)
@@ -386,6 +390,7 @@ def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base
         out_p = placement_for(layer.output)
         desc = _descriptor(layer, graph, cfg, in_p, out_p, weight_addr.get(layer.name, 0),
                            param_addr.get(layer.name, 0))
+        desc.update(weight_bytes=weight_bytes.get(layer.name, 0), param_bytes=param_bytes.get(layer.name, 0))
         descriptors.append(desc)
         layer_of.append(layer.name)
         release_dead(idx)

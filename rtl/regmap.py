@@ -226,6 +226,8 @@ DESCRIPTOR_FIELDS: tuple = (
     DescField("count_include_pad", 1, "average pooling counts padding"),
     DescField("in_pixel_stride", 16, "bytes between input pixels (> in_channels for a channel slice)"),
     DescField("out_pixel_stride", 16, "bytes between output pixels (> out_channels when writing a slice of a concatenation)"),
+    DescField("weight_bytes", 24, "bytes of weight blocks the layer reads from weight_addr"),
+    DescField("param_bytes", 16, "bytes of parameters the layer reads from param_addr"),
     DescField("in_addr", 32, "input activations, HWC bytes (any byte address)"),
     DescField("b_addr", 32, "second input (ADD), HWC bytes, same pixel stride as the input"),
     DescField("weight_addr", 32, "weights in R x C blocks (docs/architecture.md)"),
