@@ -201,11 +201,19 @@ class Accelerator:
         return loaded.compiled.decode_tensor(name, np.frombuffer(self.transport.read_mem(p.addr, p.nbytes), np.uint8))
 
 
+TARGETS = ("model", "sim")
+
+
 def open_target(target: str = "model", *, config: AcceleratorConfig | None = None, **kwargs) -> Accelerator:
-    """Open ``"model"`` (the in-process transaction-level device). Simulation and board transports are
-    added as they land (``sim``, ``serial:PORT``, ``mmio:DEVICE``)."""
+    """Open a device: ``"model"`` (the in-process transaction-level device) or ``"sim"`` (the RTL in the
+    compiled simulator with an AXI memory). Board transports (``serial:PORT``, ``mmio:DEVICE``) follow."""
     kind, _, arg = target.partition(":")
     if kind == "model":
         from .transport import ModelDevice
         return Accelerator(ModelTransport(ModelDevice(config)), config=config, **kwargs)
-    raise ScalenetError(f"unknown target {target!r}: available targets are 'model'")
+    if kind == "sim":
+        from scalenet.cosim.platform import SimTransport
+        kwargs.setdefault("poll_cycles", 2000)
+        kwargs.setdefault("timeout", 600.0)
+        return Accelerator(SimTransport(config=config), config=config, **kwargs)
+    raise ScalenetError(f"unknown target {target!r}: available targets are {', '.join(TARGETS)}")

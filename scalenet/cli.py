@@ -13,7 +13,9 @@ from .errors import ScalenetError, ShapeError
 
 __all__ = ["main"]
 
-BACKENDS = ("cpu",)
+BACKENDS = ("cpu", "model", "sim")
+"""cpu: the numpy reference; model: the driver on the transaction-level device; sim: the driver on the
+RTL in the compiled simulator."""
 
 
 class CliError(ScalenetError):
@@ -65,9 +67,20 @@ def _cmd_run(args):
     graph = scalenet.load(args.model)
     x = _load_input(args.input, graph) if args.input else _sample_input(graph)
     batch = graph.check_input(x)
-    start = time.perf_counter()
-    outputs = graph.run(batch)
-    elapsed = time.perf_counter() - start
+    counters = None
+    if args.backend == "cpu":
+        start = time.perf_counter()
+        outputs = graph.run(batch)
+        elapsed = time.perf_counter() - start
+    else:
+        from .driver.accelerator import open_target
+        acc = open_target(args.backend)
+        loaded = acc.load(graph)
+        start = time.perf_counter()
+        outputs = acc.run(loaded, batch)
+        elapsed = time.perf_counter() - start
+        counters = acc.counters()
+        acc.close()
     name = graph.outputs[0]
     y = outputs[name]
     if x.ndim == len(graph.input.shape):
@@ -90,6 +103,7 @@ def _cmd_run(args):
         "seconds": elapsed,
         "gmac_per_s": graph.macs * batch.shape[0] / elapsed / 1e9 if elapsed > 0 else None,
         "output_file": args.output,
+        "counters": counters,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -97,8 +111,26 @@ def _cmd_run(args):
         print(f"{graph.name}: {result['frames']} frame(s) on {args.backend} in {elapsed * 1e3:.2f} ms "
               f"({graph.macs:,} MACs/frame, {result['gmac_per_s']:.2f} GMAC/s)")
         print(f"output {name}: shape {tuple(y.shape)} {y.dtype}, argmax {result['argmax']}")
+        if counters:
+            print("device counters: " + ", ".join(f"{k} {v:,}" for k, v in counters.items()))
         if args.output:
             print(f"written to {args.output}")
+    return 0
+
+
+def _cmd_info(args):
+    from .driver.accelerator import open_target
+    acc = open_target(args.target)
+    info = acc.info
+    result = {"target": args.target, "id": f"0x{info['id']:08X}", "version": info["version"],
+              "config": {k: getattr(info["config"], k) for k in ("rows", "cols", "max_kernel", "data_bytes",
+                                                                  "max_width", "max_channels")}}
+    acc.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"SCALENet {result['version']} on {args.target} (ID {result['id']}): {info['config'].describe()}, "
+              f"{info['config'].data_bytes * 8}-bit AXI")
     return 0
 
 
@@ -126,6 +158,11 @@ def build_parser():
     p.add_argument("--dequantize", action="store_true", help="output float32 instead of raw integers")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("info", help="print a device's identity and configuration")
+    p.add_argument("--target", default="model", help="model or sim (default: model)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("regmap", help="print the register map and descriptor layout (generated)")
     fmt = p.add_mutually_exclusive_group()
