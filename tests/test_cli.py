@@ -76,3 +76,39 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_regmap_command_prints_generated_docs():
     r = scalenet_cli("regmap", "--c-header")
     assert r.returncode == 0 and "#define SCALENET_ID_MAGIC" in r.stdout
+
+
+def test_model_backend_equals_cpu_and_reports_counters(tmp_path):
+    graph = scalenet.load("digits_cnn")
+    x = np.random.default_rng(1).integers(-128, 128, (3, *graph.input.shape)).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    outs = {}
+    for backend in ("cpu", "model"):
+        r = scalenet_cli("run", "digits_cnn", "--input", "x.npy", "--output", f"{backend}.npy", "--backend", backend,
+                         "--json", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        outs[backend] = (np.load(tmp_path / f"{backend}.npy"), json.loads(r.stdout))
+    np.testing.assert_array_equal(outs["cpu"][0], outs["model"][0])
+    assert outs["model"][1]["counters"]["mac_active"] == 3 * graph.macs
+    assert outs["cpu"][1]["counters"] is None
+
+
+def test_info_and_hardware_limits_on_the_command_line(tmp_path):
+    r = scalenet_cli("info", "--target", "model", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["config"]["rows"] == 8
+    r = scalenet_cli("run", "alexnet", "--backend", "model", cwd=tmp_path)
+    assert r.returncode == 2 and "kernel size 11 exceeds" in r.stderr and "Traceback" not in r.stderr
+    r = scalenet_cli("info", "--target", "nowhere")
+    assert r.returncode == 2 and "unknown target 'nowhere'" in r.stderr
+
+
+def test_unsupported_onnx_operator_is_named(tmp_path):
+    from onnx import TensorProto, helper
+    node = helper.make_node("LpNormalization", ["x"], ["y"], name="norm1")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    (tmp_path / "m.onnx").write_bytes(helper.make_model(graph).SerializeToString())
+    r = scalenet_cli("run", "m.onnx", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "norm1" in r.stderr and "LpNormalization" in r.stderr
