@@ -1,0 +1,366 @@
+"""The SCALENet accelerator: control slave, DMA, sequencer and layer engines behind two AXI ports.
+
+The sequencer runs ``DESC_COUNT`` descriptors from ``DESC_ADDR`` per START, without the CPU: for each it
+fetches the 64 descriptor bytes, checks them against the configuration (``BAD_OPCODE`` /
+``BAD_DESCRIPTOR`` rather than a hang or a wrong answer), starts the engine of the opcode, issues the DMA
+reads the engine consumes in order (parameters, weight blocks, input pixels; for ADD the two inputs in
+interleaved chunks, the first one chunk ahead) and one DMA write for the output region, and moves on when
+the engine is done and every write response is back.
+
+Failures (an AXI error response, ABORT, the watchdog) stop the run: the engines and adapters are held in
+reset while the DMA finishes what is on the bus (read data is sunk, write bursts complete with zero
+strobes, so memory outside the layer's buffers is never touched and the bus stays legal), then
+STATUS.error and ERROR.{code, layer} report what happened.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.lib import data, fifo, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from . import axi
+from .config import AcceleratorConfig
+from .control import ControlSlave
+from .dma import DMA
+from .regmap import DESCRIPTOR_BYTES, ErrorCode, Opcode, descriptor_layout
+from .stream_adapters import BytesToWords, RegionLayout, WordSplitter, WordsToBytes
+
+__all__ = ["ScaleNet", "ADD_CHUNK_WORDS"]
+
+ADD_CHUNK_WORDS = 8
+"""Words of each ADD input fetched per DMA command (the first input runs one chunk ahead)."""
+
+_TARGETS = ("none", "desc", "params", "weights", "pixels", "pixels_b")
+
+
+class ScaleNet(wiring.Component):
+    """The accelerator top level.
+
+    Members
+    -------
+    ctrl : ``In(axi.LiteSignature(addr_width=12))``
+        Registers (rtl/regmap.py).
+    mem : ``Out(axi.Signature(addr_width=32, data_width=8 * config.data_bytes))``
+        Memory: descriptors, weights, parameters and activations.
+    irq : ``Out(1)``
+    """
+
+    def __init__(self, config: AcceleratorConfig | None = None, *, watchdog_cycles=1 << 20):
+        self.config = config or AcceleratorConfig()
+        if self.config.cols * 8 > self.config.data_bytes * 8 or (self.config.data_bytes * 8) % (self.config.cols * 8):
+            raise ValueError(f"a PE row ({self.config.cols} bytes) must divide the bus word "
+                             f"({self.config.data_bytes} bytes)")
+        self.watchdog_cycles = watchdog_cycles
+        super().__init__({
+            "ctrl": In(axi.LiteSignature(addr_width=12, data_width=32)),
+            "mem": Out(axi.Signature(addr_width=32, data_width=8 * self.config.data_bytes)),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        from .add_engine import AddEngine
+        from .conv_engine import ConvEngine
+        from .pool_engine import PoolEngine
+
+        m = Module()
+        cfg = self.config
+        nb = cfg.data_bytes
+        align = nb.bit_length() - 1
+
+        m.submodules.control = control = ControlSlave(
+            rows=cfg.rows, cols=cfg.cols, max_kernel=cfg.max_kernel, data_bytes=nb,
+            max_width=cfg.max_width, max_channels=cfg.max_channels, addr_width=12)
+        connect(m, flipped(self.ctrl), control.bus)
+        m.d.comb += self.irq.eq(control.irq)
+
+        m.submodules.dma = dma = DMA(data_width=8 * nb, strobes=True)
+        connect(m, flipped(self.mem), dma.bus)
+
+        # Everything that holds per-layer state is reset together when a run fails or is aborted.
+        eng_rst = Signal()
+        wrap = ResetInserter(eng_rst)
+        m.submodules.conv = conv = wrap(ConvEngine(cfg))
+        m.submodules.pool = pool = wrap(PoolEngine(cfg))
+        m.submodules.add = add = wrap(AddEngine(cfg))
+        m.submodules.r2b = r2b = wrap(WordsToBytes(8 * nb))
+        m.submodules.r2b_b = r2b_b = wrap(WordsToBytes(8 * nb))
+        m.submodules.b2w = b2w = wrap(BytesToWords(8 * nb))
+        m.submodules.wsplit = wsplit = wrap(WordSplitter(8 * nb, 8 * cfg.cols))
+        m.submodules.a_fifo = a_fifo = wrap(fifo.SyncFIFOBuffered(width=8, depth=4 * ADD_CHUNK_WORDS * nb))
+
+        desc = Signal(descriptor_layout())
+        for engine in (conv, pool, add):
+            m.d.comb += engine.desc.eq(desc)
+
+        # ---- read data routing --------------------------------------------------------------------
+        target = Signal(range(len(_TARGETS)))
+        T = {name: i for i, name in enumerate(_TARGETS)}
+        rd_data = dma.rd_data.payload.data
+        op = desc.opcode
+        is_conv = (op == Opcode.CONV) | (op == Opcode.DENSE)
+        is_pool = (op == Opcode.MAXPOOL) | (op == Opcode.AVGPOOL) | (op == Opcode.GLOBAL_AVGPOOL)
+        is_add = op == Opcode.ADD
+        params_ready = Signal()
+        m.d.comb += params_ready.eq(Mux(is_conv, conv.params.ready, Mux(is_pool, pool.params.ready, add.params.ready)))
+        for engine, sel in ((conv, is_conv), (pool, is_pool), (add, is_add)):
+            m.d.comb += [engine.params.payload.eq(rd_data),
+                         engine.params.valid.eq(dma.rd_data.valid & (target == T["params"]) & sel)]
+        m.d.comb += [
+            wsplit.i.payload.eq(rd_data),
+            wsplit.i.valid.eq(dma.rd_data.valid & (target == T["weights"])),
+            r2b.i.payload.eq(rd_data),
+            r2b.i.valid.eq(dma.rd_data.valid & (target == T["pixels"])),
+            r2b_b.i.payload.eq(rd_data),
+            r2b_b.i.valid.eq(dma.rd_data.valid & (target == T["pixels_b"])),
+        ]
+        connect(m, wsplit.o, conv.weights)
+        desc_beat = Signal()
+        sink = Signal()
+        with m.Switch(target):
+            with m.Case(T["desc"]):
+                m.d.comb += [dma.rd_data.ready.eq(1), desc_beat.eq(dma.rd_data.valid)]
+            with m.Case(T["params"]):
+                m.d.comb += dma.rd_data.ready.eq(params_ready)
+            with m.Case(T["weights"]):
+                m.d.comb += dma.rd_data.ready.eq(wsplit.i.ready)
+            with m.Case(T["pixels"]):
+                m.d.comb += dma.rd_data.ready.eq(r2b.i.ready)
+            with m.Case(T["pixels_b"]):
+                m.d.comb += dma.rd_data.ready.eq(r2b_b.i.ready)
+            with m.Default():
+                m.d.comb += dma.rd_data.ready.eq(sink)
+
+        # Input bytes: conv/pool straight from the adapter; ADD's first input through the FIFO.
+        m.d.comb += [
+            conv.pixels.payload.eq(r2b.o.payload), pool.pixels.payload.eq(r2b.o.payload),
+            conv.pixels.valid.eq(r2b.o.valid & is_conv), pool.pixels.valid.eq(r2b.o.valid & is_pool),
+            a_fifo.w_data.eq(r2b.o.payload), a_fifo.w_en.eq(r2b.o.valid & is_add),
+            r2b.o.ready.eq(Mux(is_conv, conv.pixels.ready, Mux(is_pool, pool.pixels.ready, a_fifo.w_rdy))),
+            add.pixels.payload.eq(a_fifo.r_data), add.pixels.valid.eq(a_fifo.r_rdy), a_fifo.r_en.eq(add.pixels.ready),
+        ]
+        connect(m, r2b_b.o, add.pixels_b)
+
+        # Output bytes -> words with strobes -> DMA writer (zero-strobe filler while draining).
+        draining = Signal()
+        m.d.comb += [
+            b2w.i.payload.eq(Mux(is_conv, conv.out.payload, Mux(is_pool, pool.out.payload, add.out.payload))),
+            b2w.i.valid.eq(Mux(is_conv, conv.out.valid, Mux(is_pool, pool.out.valid, add.out.valid))),
+            conv.out.ready.eq(b2w.i.ready & is_conv), pool.out.ready.eq(b2w.i.ready & is_pool),
+            add.out.ready.eq(b2w.i.ready & is_add),
+        ]
+        with m.If(draining):
+            m.d.comb += [dma.wr_data.valid.eq(1), dma.wr_data.payload.eq(0)]
+        with m.Else():
+            connect(m, b2w.o, dma.wr_data)
+
+        # ---- performance counters and status ------------------------------------------------------
+        busy, done_flag, error_flag = Signal(), Signal(), Signal()
+        error_code = Signal(8)
+        layer = Signal(16)
+        m.d.comb += [
+            control.busy.eq(busy), control.done.eq(done_flag), control.error.eq(error_flag),
+            control.error_code.eq(error_code), control.layer.eq(layer),
+            control.perf_mac.eq(Mux(conv.array_active, cfg.rows * cfg.cols, 0)),
+            control.perf_rd_bytes.eq(dma.rd_bytes), control.perf_wr_bytes.eq(dma.wr_bytes),
+            control.perf_stall.eq(dma.stall),
+        ]
+
+        # ---- sequencer ----------------------------------------------------------------------------
+        index = Signal(16)
+        desc_bits = Signal(DESCRIPTOR_BYTES * 8)
+        beats_left = Signal(24)                 # beats of the current read command not yet delivered
+        rd_addr, rd_len = Signal(32), Signal(32)
+        engine_done = Signal()
+        watchdog = Signal(range(self.watchdog_cycles + 1))
+        fail_code = Signal(8)
+        in_region, out_region, b_region = Signal(RegionLayout()), Signal(RegionLayout()), Signal(RegionLayout())
+        in_base, out_base, b_base = Signal(32), Signal(32), Signal(32)
+        pixels_in, pixels_out = Signal(32), Signal(32)
+        a_words_left, b_words_left = Signal(24), Signal(24)
+        a_next, b_next = Signal(32), Signal(32)
+        add_turn_b = Signal()
+
+        m.d.comb += layer.eq(index)
+        m.d.sync += engine_done.eq(engine_done | conv.done | pool.done | add.done)
+        rd_beat = Signal()
+        m.d.comb += rd_beat.eq(dma.rd_data.valid & dma.rd_data.ready)
+        with m.If(rd_beat & (beats_left != 0)):
+            m.d.sync += beats_left.eq(beats_left - 1)
+        with m.If(desc_beat):
+            m.d.sync += desc_bits.eq(Cat(desc_bits[8 * nb:], rd_data))
+
+        m.d.comb += [dma.rd_cmd.payload.addr.eq(rd_addr), dma.rd_cmd.payload.length.eq(rd_len)]
+
+        def region(base_sig, region_sig, addr, pixels, stride, channels):
+            span = Signal(32)
+            lead = Signal(6)
+            m.d.comb += [span.eq((pixels - 1) * stride + channels), lead.eq(addr[:align])]
+            m.d.sync += [
+                base_sig.eq(Cat(Const(0, align), addr[align:])),
+                region_sig.lead.eq(lead),
+                region_sig.span.eq(span),
+                region_sig.stride.eq(stride),
+                region_sig.channels.eq(channels),
+                region_sig.words.eq((lead + span + nb - 1) >> align),
+            ]
+
+        def issue_read(addr, words, tgt, next_state):
+            m.d.sync += [rd_addr.eq(addr), rd_len.eq(words << align), beats_left.eq(words), target.eq(tgt)]
+            m.next = next_state
+
+        progress = Signal()
+        m.d.comb += progress.eq(rd_beat | (dma.wr_data.valid & dma.wr_data.ready) | conv.array_active |
+                                 b2w.i.valid & b2w.i.ready)
+        with m.If(~busy | progress):
+            m.d.sync += watchdog.eq(0)
+        with m.Elif(watchdog != self.watchdog_cycles):
+            m.d.sync += watchdog.eq(watchdog + 1)
+
+        # A DMA error, an abort (or soft reset) or the watchdog ends the run from wherever it is.
+        fail_now = Signal()
+        fail_reason = Signal(8)
+        fail_soft = Signal()
+        m.d.comb += [
+            fail_reason.eq(Mux(dma.error, dma.error_code,
+                               Mux(control.abort | control.soft_reset, ErrorCode.ABORTED, ErrorCode.WATCHDOG))),
+            fail_now.eq(dma.error | control.abort | control.soft_reset | (watchdog == self.watchdog_cycles)),
+        ]
+
+        def check_fail():
+            with m.If(fail_now):
+                m.d.sync += [fail_code.eq(fail_reason), fail_soft.eq(control.soft_reset & ~dma.error)]
+                m.next = "FAIL"
+
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                m.d.sync += target.eq(T["none"])
+                with m.If(control.soft_reset):
+                    m.d.sync += [done_flag.eq(0), error_flag.eq(0), error_code.eq(0)]
+                with m.Elif(control.start):
+                    m.d.sync += [index.eq(0), busy.eq(1), done_flag.eq(0), error_flag.eq(0),
+                                 error_code.eq(0)]
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If(index == control.desc_count):
+                    m.d.sync += [busy.eq(0), done_flag.eq(1), target.eq(T["none"])]
+                    m.next = "IDLE"
+                with m.Else():
+                    issue_read(control.desc_addr + index * DESCRIPTOR_BYTES, DESCRIPTOR_BYTES // nb,
+                               T["desc"], "FETCH")
+                check_fail()
+            with m.State("FETCH"):
+                m.d.comb += dma.rd_cmd.valid.eq(1)
+                with m.If(dma.rd_cmd.ready):
+                    m.next = "FETCH_DATA"
+                check_fail()
+            with m.State("FETCH_DATA"):
+                with m.If((beats_left == 0) & ~dma.rd_busy):
+                    m.d.sync += [desc.eq(desc_bits), target.eq(T["none"])]
+                    m.next = "CHECK"
+                check_fail()
+            with m.State("CHECK"):
+                d = desc
+                bad_op = ~(is_conv | is_pool | is_add)
+                k_bad = ((d.kernel_h == 0) | (d.kernel_w == 0) | (d.kernel_h > cfg.max_kernel) |
+                         (d.kernel_w > cfg.max_kernel))
+                s_bad = ((d.stride_h == 0) | (d.stride_w == 0) | (d.stride_h > cfg.max_stride) |
+                         (d.stride_w > cfg.max_stride))
+                dims_bad = ((d.in_width == 0) | (d.in_height == 0) | (d.in_channels == 0) |
+                            (d.out_width == 0) | (d.out_height == 0) | (d.out_channels == 0) |
+                            (d.in_width > cfg.max_width) | (d.out_width > cfg.max_width) |
+                            (d.in_channels > cfg.max_channels) | (d.out_channels > cfg.max_channels) |
+                            (d.groups == 0) | (d.in_pixel_stride < d.in_channels) |
+                            (d.out_pixel_stride < d.out_channels) |
+                            (d.weight_bytes > cfg.weight_buffer_bytes))
+                m.d.sync += [pixels_in.eq(d.in_height * d.in_width), pixels_out.eq(d.out_height * d.out_width)]
+                with m.If(bad_op):
+                    m.d.sync += fail_code.eq(ErrorCode.BAD_OPCODE)
+                    m.next = "FAIL"
+                with m.Elif((k_bad | s_bad) & ~(op == Opcode.GLOBAL_AVGPOOL) | dims_bad):
+                    m.d.sync += fail_code.eq(ErrorCode.BAD_DESCRIPTOR)
+                    m.next = "FAIL"
+                with m.Else():
+                    m.next = "REGIONS"
+                check_fail()
+            with m.State("REGIONS"):
+                region(in_base, in_region, desc.in_addr, pixels_in, desc.in_pixel_stride, desc.in_channels)
+                region(out_base, out_region, desc.out_addr, pixels_out, desc.out_pixel_stride, desc.out_channels)
+                region(b_base, b_region, desc.b_addr, pixels_in, desc.in_pixel_stride, desc.in_channels)
+                m.next = "START"
+                check_fail()
+            with m.State("START"):
+                m.d.comb += [
+                    conv.start.eq(is_conv), pool.start.eq(is_pool), add.start.eq(is_add),
+                    r2b.region.eq(in_region), r2b.start.eq(1),
+                    r2b_b.region.eq(b_region), r2b_b.start.eq(is_add),
+                    b2w.region.eq(out_region), b2w.start.eq(1),
+                ]
+                m.d.sync += [engine_done.eq(0), a_words_left.eq(in_region.words), b_words_left.eq(b_region.words),
+                             a_next.eq(in_base), b_next.eq(b_base), add_turn_b.eq(0)]
+                m.next = "WRITE_CMD"
+                check_fail()
+            with m.State("WRITE_CMD"):
+                m.d.comb += [dma.wr_cmd.valid.eq(1), dma.wr_cmd.payload.addr.eq(out_base),
+                             dma.wr_cmd.payload.length.eq(out_region.words << align)]
+                with m.If(dma.wr_cmd.ready):
+                    with m.If(desc.param_bytes != 0):
+                        issue_read(desc.param_addr, (desc.param_bytes + nb - 1) >> align, T["params"], "READ")
+                    with m.Else():
+                        m.next = "AFTER_PARAMS"
+                check_fail()
+            with m.State("AFTER_PARAMS"):
+                with m.If(is_conv & (desc.weight_bytes != 0)):
+                    issue_read(desc.weight_addr, (desc.weight_bytes + nb - 1) >> align, T["weights"], "READ")
+                with m.Elif(is_add):
+                    m.next = "ADD_NEXT"
+                with m.Else():
+                    issue_read(in_base, in_region.words, T["pixels"], "READ")
+                check_fail()
+            with m.State("READ"):
+                m.d.comb += dma.rd_cmd.valid.eq(1)
+                with m.If(dma.rd_cmd.ready):
+                    m.next = "READ_DATA"
+                check_fail()
+            with m.State("READ_DATA"):
+                with m.If((beats_left == 0) & ~dma.rd_busy):
+                    with m.Switch(target):
+                        with m.Case(T["params"]):
+                            m.next = "AFTER_PARAMS"
+                        with m.Case(T["weights"]):
+                            issue_read(in_base, in_region.words, T["pixels"], "READ")
+                        with m.Case(T["pixels"]):
+                            with m.If(is_add):
+                                m.next = "ADD_NEXT"
+                            with m.Else():
+                                m.next = "WAIT"
+                        with m.Case(T["pixels_b"]):
+                            m.next = "ADD_NEXT"
+                check_fail()
+            with m.State("ADD_NEXT"):
+                # a0, a1, b0, a2, b1, ...: the first input stays one chunk ahead of the second.
+                a_chunk = Mux(a_words_left > ADD_CHUNK_WORDS, ADD_CHUNK_WORDS, a_words_left)
+                b_chunk = Mux(b_words_left > ADD_CHUNK_WORDS, ADD_CHUNK_WORDS, b_words_left)
+                a_ahead = (in_region.words - a_words_left) > (b_region.words - b_words_left) + ADD_CHUNK_WORDS
+                with m.If((a_words_left != 0) & (~a_ahead | (b_words_left == 0))):
+                    m.d.sync += [a_words_left.eq(a_words_left - a_chunk), a_next.eq(a_next + (a_chunk << align))]
+                    issue_read(a_next, a_chunk, T["pixels"], "READ")
+                with m.Elif(b_words_left != 0):
+                    m.d.sync += [b_words_left.eq(b_words_left - b_chunk), b_next.eq(b_next + (b_chunk << align))]
+                    issue_read(b_next, b_chunk, T["pixels_b"], "READ")
+                with m.Else():
+                    m.next = "WAIT"
+                check_fail()
+            with m.State("WAIT"):
+                with m.If(engine_done & ~b2w.busy & ~dma.wr_busy):
+                    m.d.sync += [index.eq(index + 1), target.eq(T["none"])]
+                    m.next = "NEXT"
+                check_fail()
+            with m.State("FAIL"):
+                m.d.comb += [eng_rst.eq(1), draining.eq(1), sink.eq(1)]
+                m.d.sync += target.eq(T["none"])
+                with m.If(~dma.rd_busy & ~dma.wr_busy):
+                    m.d.comb += dma.error_clear.eq(1)
+                    m.d.sync += [busy.eq(0), error_flag.eq(~fail_soft), error_code.eq(Mux(fail_soft, 0, fail_code)),
+                                 done_flag.eq(0), target.eq(T["none"])]
+                    m.next = "IDLE"
+
+        return m
