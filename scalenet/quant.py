@@ -174,14 +174,17 @@ def decode_multiplier(mantissa, shift) -> np.ndarray:
 
 
 def round_half_even_shift(value, shift):
-    """``rne(value / 2**shift)`` for non-negative int64 ``value`` and ``0 <= shift < 63`` (arrays broadcast)."""
+    """``rne(value / 2**shift)`` for non-negative int64 ``value`` and ``0 <= shift < 63`` (arrays broadcast).
+
+    ``(value + half - 1 + odd) >> shift`` with ``odd`` the low bit of the truncated quotient: above half
+    rounds up, below rounds down, exactly half goes to the even neighbour.
+    """
     value = np.asarray(value, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
-    q = value >> shift
-    rem = value - (q << shift)
-    half = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 1)  # no tie when shift == 0
-    up = (rem > half) | ((rem == half) & ((q & 1) == 1) & (shift > 0))
-    return q + up.astype(np.int64)
+    half = np.left_shift(np.int64(1), shift) >> 1
+    odd = (value >> shift) & 1
+    rounded = (value + half - 1 + odd) >> shift
+    return np.where(shift == 0, value, rounded)
 
 
 def _bit_length(value):
@@ -217,7 +220,11 @@ def requantize(acc, multiplier, zero_point=0, dtype="int8", *, lo=None, hi=None,
         bshape[axis] = -1
         mantissa, shift = mantissa.reshape(bshape), shift.reshape(bshape)
     sign = np.sign(acc)
-    a_man, k = _round_significant(np.abs(acc), MANTISSA_BITS)          # int32 -> float32
+    magnitude = np.abs(acc)
+    if magnitude.size == 0 or magnitude.max() < (1 << MANTISSA_BITS):
+        a_man, k = magnitude, 0                                          # exact in float32 already
+    else:
+        a_man, k = _round_significant(magnitude, MANTISSA_BITS)          # int32 -> float32
     p_man, pk = _round_significant(a_man * mantissa, MANTISSA_BITS)    # float32 product
     # value = p_man * 2**(pk + k - shift); the shift right is never negative as M < 2**16 and acc < 2**32.
     right = shift - k - pk
