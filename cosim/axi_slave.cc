@@ -146,6 +146,8 @@ void scn_axi_add_error(scn_axi_slave *s, uint64_t lo, uint64_t hi, uint32_t resp
     s->errors.push_back({lo, hi, resp, on_write});
 }
 
+void scn_axi_clear_errors(scn_axi_slave *s) { s->errors.clear(); }
+
 // Phase 1 (clock low): decide and drive the slave's outputs for this cycle.
 void scn_axi_drive(scn_axi_slave *s) {
     s->drive_ar_ready = s->reads.size() < s->max_outstanding && !scn_chance(s);

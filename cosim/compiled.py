@@ -67,6 +67,9 @@ class AxiMemory:
         code = {"SLVERR": 2, "DECERR": 3}[resp]
         self._sim._lib.scn_axi_add_error(self._slave, lo, hi, code, int(write))
 
+    def clear_errors(self):
+        self._sim._lib.scn_axi_clear_errors(self._slave)
+
     def _stat(self, which):
         return self._sim._lib.scn_axi_stat(self._slave, which)
 
@@ -194,6 +197,7 @@ class CompiledSimulator:
         _sig(lib.scn_axi_create, vp, vp, ctypes.c_char_p, vp, u64, u32, u32, u32, u32, u32, u64)
         _sig(lib.scn_axi_destroy, None, vp)
         _sig(lib.scn_axi_add_error, None, vp, u64, u64, u32, u32)
+        _sig(lib.scn_axi_clear_errors, None, vp)
         _sig(lib.scn_axi_stat, u64, vp, ctypes.c_int)
         _sig(lib.scn_axi_first_violation, ctypes.c_char_p, vp)
         self._handle = lib.cxxrtl_create(lib.cxxrtl_design_create())
