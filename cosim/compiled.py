@@ -171,7 +171,7 @@ class CompiledSimulator:
     sub-module signals as ``"sub_name signal"``); :attr:`names` lists them.
     """
 
-    def __init__(self, design, *, ports=None, top="top", opt="-O2"):
+    def __init__(self, design, *, ports=None, top="top", opt="-O1"):
         from amaranth.back import rtlil
         text = rtlil.convert(design, name=top, ports=ports) if ports is not None else rtlil.convert(design, name=top)
         self.library_path = _build(text, top, opt)

@@ -449,10 +449,20 @@ def _descriptor(layer, graph, cfg, in_p, out_p, weight_addr, param_addr):
         for what, v, lim in (("kernel size", max(kh, kw), cfg.max_kernel), ("stride", max(sh, sw), cfg.max_stride),
                              ("padding", max(pt, pl, pb, pr), cfg.max_pad)):
             _limit(layer, what, v, lim)
-        lines = (kh + sh) * x.width * x.channels
-        _limit(layer, "line-buffer bytes ((kernel_h + stride_h) x width x channels)", lines, cfg.line_buffer_bytes)
+        if isinstance(layer, Conv):
+            words = -(-x.channels // cfg.cols) * cfg.cols
+            _limit(layer, "line-buffer bytes (kernel_h x width x channels in PE-column words)",
+                   kh * x.width * words, cfg.line_buffer_bytes)
+        else:
+            _limit(layer, "line-buffer bytes ((kernel_h + stride_h) x width x channels)",
+                   (kh + sh) * x.width * x.channels, cfg.line_buffer_bytes)
         d.update(kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_top=pt, pad_left=pl,
                  pad_bottom=pb, pad_right=pr)
+    if isinstance(layer, (Conv, Dense)):
+        _limit(layer, "output row bytes (width x channels)", out_p.width * out_p.channels, cfg.out_row_bytes)
+    if isinstance(layer, Dense):
+        _limit(layer, "line-buffer bytes (features in PE-column words)",
+               -(-x.channels // cfg.cols) * cfg.cols, cfg.line_buffer_bytes)
     if isinstance(layer, Conv):
         d.update(opcode=Opcode.CONV, groups=layer.groups)
     elif isinstance(layer, Dense):

@@ -31,6 +31,12 @@ class AcceleratorConfig:
             raise ValueError(f"data_bytes must be 4, 8, 16 or 32, not {self.data_bytes}")
 
     @property
+    def out_row_bytes(self) -> int:
+        """One output row of a conv/dense layer: the engine's output buffer holds two, in the line-buffer
+        budget (the largest power of two <= line_buffer_bytes / 2)."""
+        return 1 << max(0, (self.line_buffer_bytes // 2).bit_length() - 1)
+
+    @property
     def pes(self) -> int:
         return self.rows * self.cols
 

@@ -226,7 +226,8 @@ def requantize(acc, multiplier, zero_point=0, dtype="int8", *, lo=None, hi=None,
     else:
         a_man, k = _round_significant(magnitude, MANTISSA_BITS)          # int32 -> float32
     p_man, pk = _round_significant(a_man * mantissa, MANTISSA_BITS)    # float32 product
-    # value = p_man * 2**(pk + k - shift); the shift right is never negative as M < 2**16 and acc < 2**32.
+    # value = p_man * 2**(pk + k - shift). A negative right shift (down to -33) only happens for values far
+    # above the int8 range: the left-shift branch then saturates.
     right = shift - k - pk
     magnitude = np.where(right >= 0,
                          round_half_even_shift(p_man, np.clip(right, 0, 62)),

@@ -1,0 +1,115 @@
+"""The weight-stationary R x C PE array: R dot products of one C-lane input vector per cycle.
+
+Each PE holds one int8 weight; a pixel's C input channels (``x - x_zero_point``, 9-bit signed) are
+broadcast down the columns and every row sums its C products in a pipelined adder tree. A second set of
+weight registers (the *shadow*) is loaded with the next pass's R x C block (one weight-memory word)
+while the array computes with the active set; ``swap`` copies the whole shadow into the active set at
+the clock edge on which the first input of the next pass is registered, so passes follow each other
+without bubbles, down to one pixel per pass (docs/architecture.md).
+
+Timing (``LATENCY = 2 + ceil(log2 C)``): ``x`` and ``swap`` presented in cycle ``n`` are registered at the
+end of ``n``; the products are registered at the end of ``n + 1``; each adder-tree level adds one
+register; ``y`` holds the R sums in cycle ``n + LATENCY``. A shadow block written at the same edge as a
+``swap`` does not reach the active set (the swap copies the old shadow), which is what lets the engine
+start reading the next pass's weights in the cycle the current pass starts.
+"""
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["DotArray", "X_BITS", "sum_bits"]
+
+X_BITS = 9
+"""Input lanes: ``x - x_zero_point`` of int8 or uint8 activations spans -255..255."""
+PRODUCT_BITS = 17
+
+
+def _levels(n):
+    return max(0, (n - 1).bit_length())
+
+
+def sum_bits(cols):
+    """Width of a row sum: a 9 x 8 bit product (17 bits signed) plus one bit per adder-tree level."""
+    return PRODUCT_BITS + _levels(cols)
+
+
+class DotArray(wiring.Component):
+    """R x C int8 weight-stationary dot-product array with shadow weights.
+
+    Parameters
+    ----------
+    rows, cols : int
+        R (output channels in parallel) and C (input channels in parallel).
+
+    Members
+    -------
+    x : In(ArrayLayout(signed(9), cols))
+        One pixel's input lanes, zero point already subtracted (0 for padding).
+    swap : In(1)
+        Copy the shadow weights into the active set at this edge (with the first ``x`` of a pass).
+    w_we, w_data : In
+        Load the shadow block: R rows of C int8 bytes, row 0 and lane 0 in the low bits.
+    y : Out(ArrayLayout(signed(sum_bits(cols)), rows))
+        Row sums, ``LATENCY`` cycles after ``x``.
+    """
+
+    def __init__(self, rows, cols):
+        for name, v in (("rows", rows), ("cols", cols)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise TypeError(f"{name} must be a positive integer, not {v!r}")
+        self._rows, self._cols = rows, cols
+        super().__init__({
+            "x": In(data.ArrayLayout(signed(X_BITS), cols)),
+            "swap": In(1),
+            "w_we": In(1),
+            "w_data": In(8 * cols * rows),
+            "y": Out(data.ArrayLayout(signed(sum_bits(cols)), rows)),
+        })
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def cols(self):
+        return self._cols
+
+    @property
+    def latency(self):
+        return 2 + _levels(self._cols)
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self._rows, self._cols
+
+        shadow = [Signal(8 * C, name=f"shadow_{r}") for r in range(R)]
+        active = [Signal(8 * C, name=f"active_{r}") for r in range(R)]
+        with m.If(self.w_we):
+            m.d.sync += [shadow[r].eq(self.w_data.word_select(r, 8 * C)) for r in range(R)]
+        with m.If(self.swap):
+            m.d.sync += [a.eq(s) for a, s in zip(active, shadow)]
+
+        x_reg = [Signal(signed(X_BITS), name=f"x_{c}") for c in range(C)]
+        m.d.sync += [x_reg[c].eq(self.x[c]) for c in range(C)]
+
+        for r in range(R):
+            level = []
+            for c in range(C):
+                p = Signal(signed(PRODUCT_BITS), name=f"p_{r}_{c}")
+                m.d.sync += p.eq(x_reg[c] * active[r].word_select(c, 8).as_signed())
+                level.append(p)
+            depth = 0
+            while len(level) > 1:
+                depth += 1
+                nxt = []
+                for i in range(0, len(level), 2):
+                    s = Signal(signed(PRODUCT_BITS + depth), name=f"s{depth}_{r}_{i // 2}")
+                    if i + 1 < len(level):
+                        m.d.sync += s.eq(level[i] + level[i + 1])
+                    else:
+                        m.d.sync += s.eq(level[i])
+                    nxt.append(s)
+                level = nxt
+            m.d.comb += self.y[r].eq(level[0])
+        return m

@@ -1,0 +1,142 @@
+"""The whole accelerator (control, sequencer, DMA, engines) in the compiled simulator, through the driver:
+networks bit-exact with the reference, errors reported with code and layer, recovery, memory guarded."""
+
+import numpy as np
+import pytest
+
+from scalenet import zoo
+from scalenet.cosim.platform import SimTransport
+from scalenet.driver.accelerator import Accelerator, AcceleratorError
+from scalenet.driver.transport import RegisterAccessError
+from scalenet.floatnet import FloatNet, FNode, quantize_net
+from scalenet.quant import quantize
+from scalenet.rtl import regmap
+from scalenet.rtl.config import AcceleratorConfig
+from scalenet.rtl.regmap import DESCRIPTOR_BYTES, ErrorCode
+
+CFG = AcceleratorConfig(rows=4, cols=4, max_width=32, max_channels=512, line_buffer_bytes=8192,
+                        weight_buffer_bytes=64 * 1024)
+
+
+@pytest.fixture(scope="module")
+def transport():
+    return SimTransport(config=CFG, mem_size=1 << 20, latency=6, stall=0.1, seed=3)
+
+
+@pytest.fixture
+def acc(transport):
+    acc = Accelerator(transport, config=CFG, timeout=300.0, poll_cycles=500)
+    acc.abort_and_reset()
+    return acc
+
+
+def conv(rng, name, src, cout, cin, k, **attrs):
+    kh, kw = (k, k) if np.isscalar(k) else k
+    w = rng.normal(0, 1 / np.sqrt(cin * kh * kw / attrs.get("groups", 1)),
+                   (cout, cin // attrs.get("groups", 1), kh, kw)).astype(np.float32)
+    return FNode("conv", name, [src], name, dict(weight=w, bias=rng.normal(0, 0.1, cout), **attrs))
+
+
+def every_layer_type():
+    rng = np.random.default_rng(0)
+    nodes = [
+        conv(rng, "c1", "x", 8, 3, 3, pads=(1, 1, 1, 1)), FNode("relu", "r1", ["c1"], "r1"),
+        conv(rng, "c2", "r1", 8, 8, 3, pads=(1, 1, 1, 1)),
+        FNode("add", "add", ["c2", "r1"], "add"), FNode("relu", "ra", ["add"], "ra"),
+        conv(rng, "dw", "ra", 8, 8, 3, groups=8, stride=(2, 2), pads=(1, 1, 1, 1)),
+        FNode("relu", "rd", ["dw"], "rd"),
+        conv(rng, "e1", "rd", 3, 8, 1), conv(rng, "e3", "rd", 5, 8, 3, pads=(1, 1, 1, 1)),
+        FNode("concat", "cat", ["e1", "e3"], "cat"),
+        FNode("maxpool", "mp", ["cat"], "mp", dict(kernel=(2, 2), stride=(2, 2))),
+        FNode("avgpool", "ap", ["mp"], "ap", dict(kernel=(2, 2), stride=(1, 1), pads=(0, 0, 1, 1))),
+        FNode("gap", "gap", ["ap"], "gap"), FNode("flatten", "f", ["gap"], "f"),
+        FNode("dense", "d", ["f"], "y", dict(weight=rng.normal(0, 0.3, (10, 8)).astype(np.float32),
+                                             bias=rng.normal(0, 0.1, 10))),
+    ]
+    net = FloatNet("every_layer", "x", (3, 12, 10), nodes, ["y", "cat"])
+    cal = rng.normal(0, 1, (8, 3, 12, 10)).astype(np.float32)
+    graph = quantize_net(net, cal, act_dtype="uint8")
+    return graph, quantize(cal[:2], graph.input.q)
+
+
+def test_registers_through_axi_lite(transport):
+    assert transport.read_reg(regmap.by_name("ID").offset) == regmap.ID_MAGIC
+    c0 = regmap.unpack("CONFIG0", transport.read_reg(regmap.by_name("CONFIG0").offset))
+    assert (c0["rows"], c0["cols"]) == (4, 4)
+    with pytest.raises(RegisterAccessError, match="SLVERR"):
+        transport.read_reg(0x0F0)
+    with pytest.raises(RegisterAccessError, match="SLVERR"):
+        transport.write_reg(regmap.by_name("STATUS").offset, 1)
+
+
+def test_every_layer_type_is_bit_exact(acc, transport):
+    graph, x = every_layer_type()
+    loaded = acc.load(graph)
+    acc.clear_counters()
+    out = acc.run(loaded, x)
+    ref = graph.run(x)
+    for name in graph.outputs:
+        np.testing.assert_array_equal(out[name], ref[name], err_msg=name)
+    c = acc.counters()
+    assert c["mac_active"] >= 2 * graph.macs and c["cycles"] > 0
+    assert c["dma_rd_bytes"] > 0 and c["dma_wr_bytes"] > 0
+    assert transport.platform.memory.violations == 0, transport.platform.memory.first_violation
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "lenet5"])
+def test_zoo_networks_end_to_end(acc, transport, name):
+    graph = zoo.build(name)
+    rng = np.random.default_rng(1)
+    t = graph.input
+    x = rng.integers(t.q.dtype.lo, t.q.dtype.hi + 1, (1, *t.shape)).astype(t.q.dtype.np_dtype)
+    loaded = acc.load(graph)
+    np.testing.assert_array_equal(acc.run(loaded, x)[graph.outputs[0]], graph.run(x)[graph.outputs[0]])
+
+
+def test_errors_are_reported_and_the_next_run_recovers(acc, transport):
+    graph, x = every_layer_type()
+    loaded = acc.load(graph)
+    net = loaded.compiled
+    memory = transport.platform.memory
+    static_end = net.meta["static_bytes"]
+    guard = memory.data[:static_end].copy()
+
+    # A corrupted descriptor (bad opcode) in layer 3.
+    bad = net.desc_addr + 3 * DESCRIPTOR_BYTES
+    saved = memory.data[bad]
+    memory.data[bad] = (saved & 0xF0) | 0xF
+    with pytest.raises(AcceleratorError, match=f"BAD_OPCODE in layer {net.layer_of[3]}") as info:
+        acc.run(loaded, x[:1])
+    assert info.value.code == ErrorCode.BAD_OPCODE
+    memory.data[bad] = saved
+
+    # An AXI error on the weights of the second conv (descriptor 1).
+    d = net.descriptors[1]
+    assert d["weight_bytes"] > 0
+    memory.add_error(d["weight_addr"], d["weight_addr"] + 8, "SLVERR")
+    try:
+        with pytest.raises(AcceleratorError, match=f"READ_SLVERR in layer {net.layer_of[1]}"):
+            acc.run(loaded, x[:1])
+    finally:
+        memory.clear_errors()
+    assert np.array_equal(memory.data[:static_end], guard)      # nothing written outside the buffers
+    np.testing.assert_array_equal(acc.run(loaded, x)["y"], graph.run(x)["y"])
+
+
+def test_abort_mid_layer_then_a_correct_run(acc, transport):
+    graph, x = every_layer_type()
+    loaded = acc.load(graph)
+    net = loaded.compiled
+    addr, region = net.encode_input(x[0])
+    transport.write_mem(addr, region)
+    acc.write("DESC_ADDR", net.desc_addr)
+    acc.write("DESC_COUNT", net.desc_count)
+    acc.write("CTRL", regmap.pack("CTRL", start=1))
+    transport.wait(300)
+    assert regmap.unpack("STATUS", acc.read("STATUS"))["busy"]
+    acc.write("CTRL", regmap.pack("CTRL", abort=1))
+    transport.wait(5000)
+    status = regmap.unpack("STATUS", acc.read("STATUS"))
+    assert not status["busy"] and status["error"]
+    assert regmap.unpack("ERROR", acc.read("ERROR"))["code"] == ErrorCode.ABORTED
+    np.testing.assert_array_equal(acc.run(loaded, x)["y"], graph.run(x)["y"])
