@@ -112,3 +112,29 @@ def test_unsupported_onnx_operator_is_named(tmp_path):
     r = scalenet_cli("run", "m.onnx", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "norm1" in r.stderr and "LpNormalization" in r.stderr
+
+
+@pytest.mark.parametrize("case", ["s8s8_per_channel", "u8s8_per_tensor", "matmul_u8"])
+def test_run_on_quantised_onnx_equals_onnxruntime(tmp_path, case):
+    """`scalenet run model.onnx --backend cpu` writes exactly onnxruntime's integers."""
+    from onnx_models import ort_run, qlinearconv_model, qlinearmatmul_model
+    rng = np.random.default_rng(11)
+    if case == "matmul_u8":
+        b = rng.integers(0, 256, (24, 10)).astype(np.uint8)
+        model = qlinearmatmul_model(24, np.uint8, 0.03, 120, b, 0.01, 127, 0.2, 100)
+        x = rng.integers(0, 256, (1, 24)).astype(np.uint8)
+    else:
+        signed = case.startswith("s8")
+        x_dtype = np.int8 if signed else np.uint8
+        w = rng.integers(-127 if signed else -64, 128 if signed else 64, (6, 3, 3, 3)).astype(np.int8)
+        w_scale = rng.uniform(0.002, 0.01, 6).astype(np.float32) if "per_channel" in case else np.float32(0.005)
+        bias = rng.integers(-500, 500, 6).astype(np.int32)
+        model = qlinearconv_model((1, 3, 9, 9), x_dtype, 0.04, 0 if signed else 128, w, w_scale, 0, 0.3,
+                                  -5 if signed else 110, bias=bias, pads=(1, 1, 1, 1), strides=(2, 1))
+        lo, hi = (-128, 128) if signed else (0, 256)
+        x = rng.integers(lo, hi, (1, 3, 9, 9)).astype(x_dtype)
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    np.save(tmp_path / "x.npy", x)
+    r = scalenet_cli("run", "m.onnx", "--input", "x.npy", "--output", "y.npy", "--backend", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), ort_run(model, {model.graph.input[0].name: x})[0])
