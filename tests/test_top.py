@@ -140,3 +140,25 @@ def test_abort_mid_layer_then_a_correct_run(acc, transport):
     assert not status["busy"] and status["error"]
     assert regmap.unpack("ERROR", acc.read("ERROR"))["code"] == ErrorCode.ABORTED
     np.testing.assert_array_equal(acc.run(loaded, x)["y"], graph.run(x)["y"])
+
+
+@pytest.mark.slow
+def test_imagenet_sized_layer_on_the_default_array():
+    """3x3 conv 64->64 at 56x56 (115.6 M MACs) on the 8x8 default: bit-exact, and the array stays busy.
+    About 2 minutes to build the model and 1 to simulate 1.8 M cycles; benchmarks/imagenet_layer_sim.py
+    prints the same figures."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "imagenet_layer_sim", Path(__file__).resolve().parent.parent / "benchmarks" / "imagenet_layer_sim.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfg = AcceleratorConfig()
+    graph, x = bench.layer()
+    acc = Accelerator(SimTransport(config=cfg, mem_size=4 << 20, latency=8), config=cfg, timeout=3600.0,
+                      poll_cycles=200_000)
+    loaded = acc.load(graph)
+    acc.clear_counters()
+    np.testing.assert_array_equal(acc.run(loaded, x)["relu"], graph.run(x)["relu"])
+    c = acc.counters()
+    assert graph.macs / (c["cycles"] * cfg.pes) >= 0.9
