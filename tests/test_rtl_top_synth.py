@@ -1,4 +1,4 @@
-"""The whole accelerator converts to Verilog (4x4) and the 8x8 default synthesises for ECP5."""
+"""The whole accelerator converts to Verilog (4x4 and the 8x8 default) and the 8x8 synthesises for ECP5."""
 
 import re
 import subprocess
@@ -13,8 +13,9 @@ SMALL = AcceleratorConfig(rows=4, cols=4, max_width=64, max_channels=256, line_b
                           weight_buffer_bytes=16384)
 
 
-def test_small_top_converts_to_verilog():
-    text = verilog.convert(ScaleNet(SMALL), name="scalenet_top")
+@pytest.mark.parametrize("config", [SMALL, AcceleratorConfig()], ids=["4x4", "8x8"])
+def test_top_converts_to_verilog(config):
+    text = verilog.convert(ScaleNet(config), name="scalenet_top")
     assert "module scalenet_top" in text
     for port in ("ctrl__aw__valid", "mem__ar__addr", "mem__w__strb", "irq"):
         assert port in text
