@@ -297,7 +297,7 @@ async def lite_write(ctx, bus, addr, data, *, strb=0xF, aw_delay=0, w_delay=0, b
     ctx.set(bus.w.data, data)
     ctx.set(bus.w.strb, strb)
     aw_done = w_done = False
-    b_seen = None
+    b_seen = b_resp = None
     for t in range(timeout):
         ctx.set(bus.aw.valid, not aw_done and t >= aw_delay)
         ctx.set(bus.w.valid, not w_done and t >= w_delay)
@@ -327,7 +327,7 @@ async def lite_read(ctx, bus, addr, *, r_delay=0, timeout=64):
     ctx.set(bus.ar.addr, addr)
     ctx.set(bus.ar.prot, 0)
     ar_done = False
-    r_seen = None
+    r_seen = r_held = None
     for t in range(timeout):
         ctx.set(bus.ar.valid, not ar_done)
         ctx.set(bus.r.ready, r_delay == 0 or (r_seen is not None and t - r_seen >= r_delay))

@@ -8,7 +8,6 @@ whose tensors are dead, and places the inputs of a concatenation directly into s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

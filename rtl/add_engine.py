@@ -18,10 +18,10 @@ S5    sign, ``y_zp``, saturation to the output type and ``[clamp_lo, clamp_hi]``
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from .config import AcceleratorConfig
-from .regmap import descriptor_layout
+from .engine_ports import check_config, engine_members
 from .requant import SATURATION
 
 __all__ = ["AddEngine"]
@@ -70,20 +70,8 @@ class AddEngine(wiring.Component):
     LATENCY = 5
 
     def __init__(self, config: AcceleratorConfig | None = None):
-        config = AcceleratorConfig() if config is None else config
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        self._config = config
-        super().__init__({
-            "desc": In(descriptor_layout()),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "params": In(stream.Signature(64)),
-            "pixels": In(stream.Signature(8)),
-            "pixels_b": In(stream.Signature(8)),
-            "out": Out(stream.Signature(8)),
-        })
+        self._config = check_config(config)
+        super().__init__(engine_members(pixels_b=In(stream.Signature(8))))
 
     @property
     def config(self):

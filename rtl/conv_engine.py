@@ -34,8 +34,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .engine_ports import check_config, engine_members
 from .dot_array import DotArray
-from .regmap import descriptor_layout
 from .requant import Requantizer
 
 __all__ = ["ConvEngine", "Divider"]
@@ -109,21 +109,9 @@ class ConvEngine(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig | None = None):
-        cfg = config or AcceleratorConfig()
-        if not isinstance(cfg, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, not {cfg!r}")
+        cfg = check_config(config)
         self._cfg = cfg
-        super().__init__({
-            "desc": In(descriptor_layout()),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "params": In(stream.Signature(64)),
-            "weights": In(stream.Signature(8 * cfg.cols)),
-            "pixels": In(stream.Signature(8)),
-            "out": Out(stream.Signature(8)),
-            "array_active": Out(1),
-        })
+        super().__init__(engine_members(weights=In(stream.Signature(8 * cfg.cols)), array_active=Out(1)))
 
     @property
     def config(self):

@@ -34,13 +34,13 @@ ports and the reduction registers together, so back pressure from ``out`` never 
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .config import AcceleratorConfig
-from .regmap import Opcode, descriptor_layout
+from .engine_ports import check_config, engine_members
+from .regmap import Opcode
 from .requant import Requantizer
 
 __all__ = ["PoolEngine"]
@@ -73,19 +73,8 @@ class PoolEngine(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig | None = None):
-        config = AcceleratorConfig() if config is None else config
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        self._config = config
-        super().__init__({
-            "desc": In(descriptor_layout()),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "params": In(stream.Signature(64)),
-            "pixels": In(stream.Signature(8)),
-            "out": Out(stream.Signature(8)),
-        })
+        self._config = check_config(config)
+        super().__init__(engine_members())
 
     @property
     def config(self):
@@ -97,7 +86,6 @@ class PoolEngine(wiring.Component):
         d = self.desc
 
         lb_depth = cfg.line_buffer_bytes
-        aw = max(1, ceil_log2(lb_depth))
         # Column offsets ix * C + c over the padded, overhanging row, signed.
         col_w = ((cfg.max_width + 2 * cfg.max_pad + 2 * cfg.max_kernel + 2) * cfg.max_channels).bit_length() + 2
         n_params = 1 << ceil_log2(cfg.max_kernel * cfg.max_kernel)     # any 6-bit count - 1 is in range

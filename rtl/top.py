@@ -14,7 +14,7 @@ STATUS.error and ERROR.{code, layer} report what happened.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from . import axi
