@@ -245,17 +245,7 @@ class ScaleNet(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     issue_read(control.desc_addr + index * DESCRIPTOR_BYTES, DESCRIPTOR_BYTES // nb,
-                               T["desc"], "FETCH")
-                check_fail()
-            with m.State("FETCH"):
-                m.d.comb += dma.rd_cmd.valid.eq(1)
-                with m.If(dma.rd_cmd.ready):
-                    m.next = "FETCH_DATA"
-                check_fail()
-            with m.State("FETCH_DATA"):
-                with m.If((beats_left == 0) & ~dma.rd_busy):
-                    m.d.sync += [desc.eq(desc_bits), target.eq(T["none"])]
-                    m.next = "CHECK"
+                               T["desc"], "READ")
                 check_fail()
             with m.State("CHECK"):
                 d = desc
@@ -323,6 +313,9 @@ class ScaleNet(wiring.Component):
             with m.State("READ_DATA"):
                 with m.If((beats_left == 0) & ~dma.rd_busy):
                     with m.Switch(target):
+                        with m.Case(T["desc"]):
+                            m.d.sync += [desc.eq(desc_bits), target.eq(T["none"])]
+                            m.next = "CHECK"
                         with m.Case(T["params"]):
                             m.next = "AFTER_PARAMS"
                         with m.Case(T["weights"]):
