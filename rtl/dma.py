@@ -36,6 +36,12 @@ def write_data_layout(data_width=64):
     return data.StructLayout({"data": unsigned(data_width), "strb": unsigned(data_width // 8)})
 
 
+def _engine_status(bytes_name, data_width):
+    """Status ports both engines have: busy, the sticky error and its clear, a byte counter, stall."""
+    return {"busy": Out(1), "error": Out(1), "error_code": Out(8), "error_clear": In(1),
+            bytes_name: Out(range(data_width // 8 + 1)), "stall": Out(1)}
+
+
 def _check_params(addr_width, data_width, id_width, max_outstanding):
     if not isinstance(addr_width, int) or not 12 <= addr_width <= 64:
         raise TypeError(f"Address width must be an integer in 12..64, not {addr_width!r}")
@@ -128,12 +134,7 @@ class DMAReader(wiring.Component):
             "o": Out(stream.Signature(data.StructLayout({"data": data_width, "last": 1}))),
             "ar": Out(axi.AddressSignature(addr_width=addr_width, id_width=id_width)),
             "r": In(axi.ReadDataSignature(data_width=data_width, id_width=id_width)),
-            "busy": Out(1),
-            "error": Out(1),
-            "error_code": Out(8),
-            "error_clear": In(1),
-            "rd_bytes": Out(range(data_width // 8 + 1)),
-            "stall": Out(1),
+            **_engine_status("rd_bytes", data_width),
         })
 
     max_outstanding = property(lambda self: self._max_outstanding)
@@ -238,12 +239,7 @@ class DMAWriter(wiring.Component):
             "aw": Out(axi.AddressSignature(addr_width=addr_width, id_width=id_width)),
             "w": Out(axi.WriteDataSignature(data_width=data_width)),
             "b": In(axi.WriteResponseSignature(id_width=id_width)),
-            "busy": Out(1),
-            "error": Out(1),
-            "error_code": Out(8),
-            "error_clear": In(1),
-            "wr_bytes": Out(range(data_width // 8 + 1)),
-            "stall": Out(1),
+            **_engine_status("wr_bytes", data_width),
         })
 
     max_outstanding = property(lambda self: self._max_outstanding)
