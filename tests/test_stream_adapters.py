@@ -18,6 +18,23 @@ def tensor_offsets(addr, pixels, channels, stride):
     return [addr + p * stride + c for p in range(pixels) for c in range(channels)]
 
 
+def region_producer(dut, region, items, rng):
+    """A testbench that starts ``dut`` on ``region`` and offers ``items`` on its input with random gaps."""
+    async def producer(ctx):
+        ctx.set(dut.region, region)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for item in items:
+            ctx.set(dut.i.payload, item)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            if rng.random() < 0.3:
+                await ctx.tick()
+    return producer
+
+
 CASES = [(0, 5, 8, 8), (3, 7, 3, 3), (13, 6, 5, 12), (6, 1, 2, 2), (1, 9, 1, 4)]
 
 
@@ -31,18 +48,7 @@ def test_words_to_bytes_keeps_the_tensor_bytes(addr, pixels, channels, stride):
     dut = WordsToBytes()
     got = []
 
-    async def producer(ctx):
-        ctx.set(dut.region, region)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        for w in words:
-            ctx.set(dut.i.payload, w)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-            if rng.random() < 0.3:
-                await ctx.tick()
+    producer = region_producer(dut, region, words, rng)
 
     async def consumer(ctx):
         for _ in range(400):
@@ -70,18 +76,7 @@ def test_bytes_to_words_strobes_only_the_tensor_bytes(addr, pixels, channels, st
     dut = BytesToWords()
     words = []
 
-    async def producer(ctx):
-        ctx.set(dut.region, region)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        for v in values:
-            ctx.set(dut.i.payload, v)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-            if rng.random() < 0.3:
-                await ctx.tick()
+    producer = region_producer(dut, region, values, rng)
 
     async def consumer(ctx):
         for _ in range(400):
