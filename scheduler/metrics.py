@@ -1,0 +1,105 @@
+"""The metric models put together: a :class:`~scalenet.scheduler.costs.CostTable` for a graph on a target.
+
+Per (layer, resource), one frame:
+
+- ``cpu`` (the target's software workers on all its cores): latency from :mod:`.cpu_model`; power = the
+  CPU's idle power + ``cores`` x its active power per core; energy = dynamic power x latency.
+- ``accel``: latency from the calibrated cycle model (:mod:`.accel_model`) at the target's clock and memory
+  system; power = device static + resource-based dynamic power x activity (:mod:`.power`); energy =
+  dynamic power x latency + DMA bytes x DRAM energy per byte. Missing when the compiler's limit checks
+  reject the layer (HardwareLimitError). Concat and flatten cost nothing there (placement only).
+- transfers ``cpu`` <-> ``accel``: the target's link (cache maintenance on shared DDR, or a UART), bytes
+  over bandwidth plus a fixed latency, energy per byte.
+
+Accuracy is not a cost: the accelerator and the workers are bit-exact with the reference, so placement
+never changes outputs (tests/test_scheduler_workers.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+from scalenet.errors import HardwareLimitError
+from scalenet.ir import Concat, Flatten, Graph
+from scalenet.rtl.config import AcceleratorConfig
+
+from . import power
+from .accel_model import AccelModel, load_coefficients
+from .costs import CostTable, LayerCost, ResourceSpec
+from .cpu_model import get_cpu_model, layer_class, layer_work
+from .targets import Target, get_target
+
+__all__ = ["build_cost_table", "accel_model_for", "MODEL_VERSION"]
+
+MODEL_VERSION = 1
+
+
+def accel_model_for(target: Target, config: AcceleratorConfig | None = None) -> AccelModel:
+    cfg = config or target.accel
+    return AccelModel(cfg, clock_hz=target.accel_clock_hz, mem_bytes_per_s=target.accel_mem_bytes_per_s,
+                      latency=target.accel_mem_latency_cycles)
+
+
+def build_cost_table(graph: Graph, target="zedboard", *, config: AcceleratorConfig | None = None,
+                     activity=None, threads: int | None = None) -> CostTable:
+    """Costs of every layer of ``graph`` on the ``cpu`` and ``accel`` resources of ``target``.
+
+    ``config`` overrides the target's array configuration, ``activity`` the accelerator's toggle rate
+    (default :data:`.power.DEFAULT_ACTIVITY`; :func:`.power.activity_from_trace` turns a co-simulation
+    trace into one), ``threads`` the number of software workers (default: all the target's cores).
+    """
+    tgt = get_target(target)
+    cfg = config or tgt.accel
+    threads = tgt.cpu_cores if threads is None else threads
+    cpu = get_cpu_model(tgt.cpu, tgt.cpu_clock_hz or None)
+    cpu_p = power.cpu_power(tgt.cpu, tgt.cpu_clock_hz, threads)
+    acc_model = accel_model_for(tgt, cfg)
+    acc_p = power.accel_power(tgt.device, cfg, tgt.accel_clock_hz, activity=activity)
+    j_per_byte = power.value("memory", tgt.memory)
+
+    resources = {
+        "cpu": ResourceSpec("cpu", "cpu", cpu_p["idle"], gateable=False),
+        "accel": ResourceSpec("accel", "accel", acc_p["static"], gateable=tgt.accel_gateable),
+    }
+    layers = [l.name for l in graph.layers]
+    producer = {l.output: l.name for l in graph.layers}
+    preds = {l.name: [producer[i] for i in dict.fromkeys(l.inputs) if i in producer] for l in graph.layers}
+    out_bytes = {l.name: int(math.prod(graph.tensors[l.output].shape)) for l in graph.layers}
+    cost, unsupported = {}, {}
+    for layer in graph.layers:
+        t_cpu = cpu.layer_seconds(graph, layer, threads)
+        cost[(layer.name, "cpu")] = LayerCost(t_cpu, cpu_p["dynamic"] * t_cpu, cpu_p["total"])
+        if isinstance(layer, (Flatten, Concat)):
+            cost[(layer.name, "accel")] = LayerCost(0.0, 0.0, acc_p["static"])
+            continue
+        try:
+            cycles, nbytes = acc_model.layer_estimate(graph, layer)
+            t_acc = cycles / tgt.accel_clock_hz
+        except HardwareLimitError as e:
+            unsupported[layer.name] = str(e)
+            continue
+        energy = acc_p["dynamic"] * t_acc + nbytes * j_per_byte
+        cost[(layer.name, "accel")] = LayerCost(t_acc, energy, acc_p["static"] + (energy / t_acc if t_acc else 0.0))
+
+    bandwidth, epb, latency = {}, {}, 0.0
+    if tgt.link is not None:
+        link = power.coefficients()["links"][tgt.link]
+        for pair in (("cpu", "accel"), ("accel", "cpu")):
+            bandwidth[pair] = float(link["bandwidth_bps"])
+            epb[pair] = float(link["j_per_byte"])
+        latency = float(link["latency_s"])
+    coef_meta = load_coefficients.__module__
+    return CostTable(
+        graph_name=graph.name, layers=layers, preds=preds, resources=resources, cost=cost, out_bytes=out_bytes,
+        in_bytes=int(math.prod(graph.input.shape)), host="cpu", bandwidth=bandwidth, energy_per_byte=epb,
+        transfer_latency_s=latency,
+        meta={
+            "target": tgt.name, "description": tgt.description, "model_version": MODEL_VERSION,
+            "accel_config": cfg.describe(), "accel_clock_hz": tgt.accel_clock_hz, "threads": threads,
+            "activity": power.DEFAULT_ACTIVITY if activity is None else float(activity),
+            "accel_power_w": acc_p, "cpu_power_w": cpu_p, "cpu_model": cpu.name, "cpu_model_source": cpu.source,
+            "cpu_calibrated": cpu.calibrated, "accel_model": coef_meta,
+            "layer_classes": {l.name: layer_class(l) for l in graph.layers},
+            "layer_work": {l.name: layer_work(graph, l) for l in graph.layers},
+            "unsupported": unsupported, "power_modelled": True,
+        })

@@ -1,0 +1,169 @@
+"""Metric models: targets, power data (every coefficient cited), CPU and power models, and the cost table
+they fill for the scheduler (accelerator costs missing exactly where the compiler's limits say so)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from scalenet import zoo
+from scalenet.errors import HardwareLimitError, ScalenetError
+from scalenet.ir import Conv, Graph, Tensor
+from scalenet.quant import QParams
+from scalenet.rtl.config import AcceleratorConfig
+from scalenet.scheduler import power
+from scalenet.scheduler.accel_model import layer_descriptors
+from scalenet.scheduler.cpu_model import get_cpu_model, layer_class, load_host_model
+from scalenet.scheduler.metrics import build_cost_table
+from scalenet.scheduler.targets import TARGETS, get_target
+
+
+def test_targets_and_unknown_target_error():
+    assert {"zedboard", "pynq-z2", "arty-a7-100", "ulx3s-85f", "host"} <= set(TARGETS)
+    zed = get_target("zedboard")
+    assert (zed.cpu, zed.cpu_cores, zed.cpu_clock_hz) == ("cortex-a9", 2, 667e6)
+    assert isinstance(zed.accel, AcceleratorConfig) and zed.accel_clock_hz > 0
+    with pytest.raises(ScalenetError, match="unknown target 'nope'.*zedboard.*ulx3s-85f"):
+        get_target("nope")
+
+
+def _walk_coefficients(node, path=()):
+    if isinstance(node, dict):
+        if "value" in node or "bandwidth_bps" in node:
+            yield path, node
+            return
+        for k, v in node.items():
+            if not k.startswith("_"):
+                yield from _walk_coefficients(v, path + (k,))
+
+
+def test_every_power_coefficient_cites_a_source():
+    leaves = list(_walk_coefficients(power.coefficients()))
+    assert len(leaves) > 20
+    for path, leaf in leaves:
+        assert isinstance(leaf.get("source"), str) and len(leaf["source"]) > 20, path
+        assert "estimate" in leaf, path
+    for name, dev in power.coefficients()["devices"].items():
+        assert "source" in dev["capacity"], name
+
+
+def test_accel_power_scales_with_activity_and_clock_only_in_its_dynamic_part():
+    cfg = AcceleratorConfig()
+    lo = power.accel_power("xc7z020", cfg, 100e6, activity=0.05)
+    hi = power.accel_power("xc7z020", cfg, 100e6, activity=0.25)
+    fast = power.accel_power("xc7z020", cfg, 200e6, activity=0.25)
+    assert lo["static"] == hi["static"] == fast["static"] > 0
+    assert hi["dynamic"] == pytest.approx(5 * lo["dynamic"])
+    assert fast["dynamic"] == pytest.approx(2 * hi["dynamic"])
+    small = power.accel_power("xc7z020", AcceleratorConfig(rows=4, cols=4), 100e6)
+    assert small["dynamic"] < power.accel_power("xc7z020", cfg, 100e6)["dynamic"]
+    with pytest.raises(ScalenetError, match="activity"):
+        power.accel_power("xc7z020", cfg, 100e6, activity=1.5)
+    with pytest.raises(ScalenetError, match="unknown device 'xc9'.*xc7z020"):
+        power.accel_power("xc9", cfg, 100e6)
+    with pytest.raises(ScalenetError, match="DSP"):
+        power.accel_power("lfe5u-85f", AcceleratorConfig(rows=16, cols=16), 50e6)
+
+
+def test_cpu_power_counts_active_cores():
+    one, two = power.cpu_power("cortex-a9", 667e6, 1), power.cpu_power("cortex-a9", 667e6, 2)
+    assert two["idle"] == one["idle"] and two["dynamic"] == pytest.approx(2 * one["dynamic"])
+    assert one["dynamic"] == pytest.approx(power.value("cpus", "cortex-a9", "active_w_per_mhz") * 667)
+
+
+def test_activity_from_a_toggle_report():
+    report = {"cycles": 100, "modules": {"array": {"toggles": 800, "bits": 64}, "dma": {"toggles": 200, "bits": 16}}}
+    assert power.activity_from_trace(report) == pytest.approx(1000 / (80 * 100))
+    with pytest.raises(ScalenetError, match="cycles"):
+        power.activity_from_trace({"modules": {"a": {"toggles": 1, "bits": 1}}})
+
+
+def test_cpu_models_default_and_calibrated(tmp_path):
+    a9 = get_cpu_model("cortex-a9", 667e6)
+    assert a9.seconds("conv", 1e6, 2) < a9.seconds("conv", 1e6, 1) < a9.seconds("conv", 2e6, 1)
+    f = tmp_path / "host.json"
+    f.write_text(json.dumps({"source": "test", "kinds": {"conv": {"overhead_s": 1e-3, "rate": 1e9, "efficiency": 0.5}}}))
+    host = load_host_model(f)
+    assert host.calibrated and host.seconds("conv", 1e9, 3) == pytest.approx(1e-3 + 0.5)
+    assert "dense" in host.kinds                     # classes not in the file keep the defaults
+    assert load_host_model(tmp_path / "missing.json").calibrated is False
+    with pytest.raises(ScalenetError, match="unknown CPU model"):
+        get_cpu_model("pentium")
+
+
+def _dilated_graph():
+    rng = np.random.default_rng(0)
+    q = QParams(np.float32(0.05), 0, "int8")
+    ok = Conv(name="ok", inputs=["x"], output="a", weight=rng.integers(-127, 128, (8, 4, 3, 3)).astype(np.int8),
+              w_q=q, pads=(1, 1, 1, 1))
+    dil = Conv(name="dil", inputs=["a"], output="y", weight=rng.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8),
+               w_q=q, pads=(2, 2, 2, 2), dilation=(2, 2))
+    t = {"x": Tensor("x", (4, 10, 10), q), "a": Tensor("a", (8, 10, 10), q), "y": Tensor("y", (8, 10, 10), q)}
+    return Graph("dilated", t, [ok, dil], ["x"], ["y"])
+
+
+def test_cost_table_marks_layers_the_hardware_cannot_run():
+    graph = _dilated_graph()
+    table = build_cost_table(graph, "zedboard")
+    assert table.layers == ["ok", "dil"] and table.preds == {"ok": [], "dil": ["ok"]}
+    assert table.supported("ok", "accel") and table.supported("ok", "cpu") and table.supported("dil", "cpu")
+    assert not table.supported("dil", "accel")
+    assert "dilation" in table.meta["unsupported"]["dil"]
+    assert table.out_bytes == {"ok": 800, "dil": 800} and table.in_bytes == 400
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_cost_table_of_a_zoo_network(target):
+    graph = zoo.build("resnet20")
+    table = build_cost_table(graph, target)
+    tgt = get_target(target)
+    assert set(table.resources) == {"cpu", "accel"} and table.host == "cpu"
+    for layer in graph.layers:
+        cpu = table.cost[(layer.name, "cpu")]
+        assert cpu.latency_s > 0 and cpu.energy_j >= 0 and cpu.power_w >= table.resources["cpu"].idle_power_w
+        if layer.kind in ("flatten", "concat"):          # placement only on the accelerator
+            assert table.cost[(layer.name, "accel")].latency_s == 0
+            continue
+        try:
+            layer_descriptors(graph, layer, tgt.accel)
+            runnable = True
+        except HardwareLimitError:
+            runnable = False
+        assert table.supported(layer.name, "accel") == runnable
+        if runnable:
+            acc = table.cost[(layer.name, "accel")]
+            assert acc.latency_s > 0 and acc.energy_j > 0
+    secs, joules = table.transfer("cpu", "accel", 1 << 16)
+    assert secs > 0 and joules > 0 and table.transfer("cpu", "cpu", 1 << 16) == (0.0, 0.0)
+
+
+def test_uart_link_is_far_slower_than_shared_ddr():
+    graph = zoo.build("lenet5")
+    zed, ulx = build_cost_table(graph, "zedboard"), build_cost_table(graph, "ulx3s-85f")
+    n = 32 * 32
+    assert ulx.transfer("cpu", "accel", n)[0] > 50 * zed.transfer("cpu", "accel", n)[0]
+
+
+def test_bigger_layers_cost_more_on_both_resources():
+    graph = zoo.build("resnet20")
+    table = build_cost_table(graph, "zedboard")
+    convs = [l for l in graph.layers if layer_class(l) == "conv" and table.supported(l.name, "accel")]
+    macs = {l.name: graph.layer_macs(l) for l in convs}
+    big, small = max(macs, key=macs.get), min(macs, key=macs.get)
+    assert macs[big] > 2 * macs[small]
+    for r in ("cpu", "accel"):
+        assert table.cost[(big, r)].latency_s > table.cost[(small, r)].latency_s
+    # The accelerator's latency is at least its array's pass count at the clock (one pixel per cycle).
+    for l in convs:
+        assert table.cost[(l.name, "accel")].latency_s * 100e6 >= macs[l.name] / 64
+
+
+def test_activity_changes_accelerator_energy_not_latency():
+    graph = zoo.build("lenet5")
+    a, b = build_cost_table(graph, "zedboard", activity=0.05), build_cost_table(graph, "zedboard", activity=0.3)
+    for layer in graph.layers:
+        if layer.kind == "conv":
+            ca, cb = a.cost[(layer.name, "accel")], b.cost[(layer.name, "accel")]
+            assert ca.latency_s == cb.latency_s and cb.energy_j > ca.energy_j
+    assert math.isclose(a.meta["activity"], 0.05)
