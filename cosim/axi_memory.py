@@ -2,11 +2,15 @@
 
 :class:`AXIMemory` serves a master's AXI4 bus from a numpy ``uint8`` array. It runs as one simulator
 process (one wake-up per cycle for all five channels, which keeps pysim fast), inserts seeded random
-gaps on every channel it drives, injects error responses for chosen address ranges, and checks the
-master against the protocol rules a DMA must keep (bursts within 4 KiB, INCR only, full-width beats,
-``WLAST`` on the right beat, ``VALID`` held with a stable payload until ``READY``, writes only where
-allowed). Violations are recorded in :attr:`AXIMemory.violations` rather than raised, so a test sees
-all of them and the simulation keeps running.
+gaps on every channel it drives, limits the read bandwidth, injects error responses for chosen address
+ranges, and checks the master against the protocol rules a DMA must keep (bursts within 4 KiB, INCR only,
+full-width beats, ``WLAST`` on the right beat, ``VALID`` held with a stable payload until ``READY``,
+writes only where allowed). Violations are recorded in :attr:`AXIMemory.violations` rather than raised,
+so a test sees all of them and the simulation keeps running.
+
+The compiled engine's memory (cosim/axi_slave.cc, :class:`scalenet.cosim.compiled.AxiMemory`) is its
+twin: the same options, the same timing and the same random stream drawn in the same order, and the
+inspection API listed in :data:`MEMORY_API` — so one design runs cycle for cycle alike on both engines.
 
 :func:`lite_read` and :func:`lite_write` drive an AXI4-Lite slave from a testbench, with the address
 and data channels in any order and optional back-pressure on the response channels.
@@ -14,15 +18,24 @@ and data channels in any order and optional back-pressure on the response channe
 
 from __future__ import annotations
 
-import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from scalenet.rtl.axi import Burst, Resp
 
-__all__ = ["AXIMemory", "Violation", "lite_read", "lite_write", "AXITimeout"]
+__all__ = ["AXIMemory", "Violation", "lite_read", "lite_write", "AXITimeout", "MEMORY_API", "resp_code",
+           "stall_permille", "check_memory_options"]
+
+MEMORY_API = ("data", "base", "data_bytes", "read_latency", "write_latency", "beat_interval", "stall", "seed",
+              "max_outstanding", "writable", "load", "dump", "add_error", "clear_errors", "read_bytes",
+              "write_bytes", "violations", "violation_count", "first_violation", "max_reads_outstanding",
+              "max_writes_outstanding", "pending", "cycle")
+"""What both engines' memory models offer (constructor options are the same keywords)."""
+
+_MASK64 = (1 << 64) - 1
+_SEED0 = 0x9E3779B97F4A7C15
 
 
 class AXITimeout(Exception):
@@ -39,14 +52,38 @@ class Violation:
         return f"cycle {self.cycle}: {self.channel}: {self.message}"
 
 
+def resp_code(resp) -> int:
+    """``"SLVERR"``/``"DECERR"`` or a :class:`Resp` as the 2-bit response code."""
+    if isinstance(resp, str):
+        if resp.upper() not in ("SLVERR", "DECERR"):
+            raise ValueError(f"error response must be SLVERR or DECERR, not {resp!r}")
+        return Resp[resp.upper()].value
+    code = resp.value if isinstance(resp, Resp) else int(resp)
+    if code not in (Resp.SLVERR.value, Resp.DECERR.value):
+        raise ValueError(f"error response must be SLVERR or DECERR, not {resp!r}")
+    return code
+
+
+def stall_permille(stall) -> int:
+    """Back-pressure probability in the models' resolution (1/1000)."""
+    return int(round(float(stall) * 1000))
+
+
+def check_memory_options(*, read_latency, write_latency, beat_interval, stall, max_outstanding):
+    for name, value, lo in (("read_latency", read_latency, 0), ("write_latency", write_latency, 0),
+                            ("beat_interval", beat_interval, 1), ("max_outstanding", max_outstanding, 1)):
+        if int(value) != value or value < lo:
+            raise ValueError(f"memory option {name} must be an integer >= {lo}, not {value!r}")
+    if not 0.0 <= float(stall) <= 1.0:
+        raise ValueError(f"memory option stall is a probability in [0, 1], not {stall!r}")
+
+
 @dataclass
 class _Burst:
     addr: int
-    len: int
+    beats: int
     id: int
-    due: int
-    beat: int = 0
-    resps: list = field(default_factory=list)
+    ready_at: int
 
 
 def _int(value):
@@ -63,65 +100,108 @@ class AXIMemory:
     size : int
         Bytes of memory, mapped at ``base``. Accesses outside answer DECERR.
     read_latency : int
-        Cycles from an accepted ``AR`` to the earliest first ``R`` beat.
+        Cycles from an accepted ``AR`` to the earliest first ``R`` beat (0: the next cycle).
     write_latency : int
-        Cycles from a completed write burst to the earliest ``B``.
+        Cycles from a completed write burst to the earliest ``B`` (0: the next cycle).
+    beat_interval : int
+        At most one read beat every ``beat_interval`` cycles (a bandwidth limit; 1: one per cycle).
     stall : float
-        Probability, each cycle and on each channel, of a gap: ``READY`` low on ``AR``/``AW``/``W``, no
-        new ``VALID`` on ``R``/``B``. 0 gives a slave that never stalls.
+        Probability (resolution 1/1000), each cycle and on each channel, of a gap: ``READY`` low on
+        ``AR``/``AW``/``W``, no new ``VALID`` on ``R``/``B``. 0 gives a slave that never stalls.
     seed : int
-        Seeds the gaps, so every run is reproducible.
-    errors : iterable of ``(lo, hi, Resp)``
-        Beats whose address is in ``[lo, hi)`` answer that response (reads return 0, writes are dropped).
+        Seeds the gaps (xorshift64, the stream of the compiled model), so every run is reproducible.
+    errors : iterable of ``(lo, hi, resp)``
+        Beats touching ``[lo, hi)`` answer that response, reads and writes alike (reads return 0, writes
+        are dropped); :meth:`add_error` adds windows for one direction.
     writable : iterable of ``(lo, hi)``, or None
         If given, a write beat (with any strobe set) outside these ranges is a violation and is dropped.
     max_outstanding : int
         Address requests the model accepts per direction before it holds ``AxREADY`` low.
     """
 
-    def __init__(self, bus, *, size=1 << 16, base=0, read_latency=2, write_latency=1, stall=0.0, seed=0,
-                 errors=(), writable=None, max_outstanding=8):
+    def __init__(self, bus, *, size=1 << 16, base=0, read_latency=2, write_latency=1, beat_interval=1, stall=0.0,
+                 seed=0, errors=(), writable=None, max_outstanding=8):
+        check_memory_options(read_latency=read_latency, write_latency=write_latency, beat_interval=beat_interval,
+                             stall=stall, max_outstanding=max_outstanding)
         self.bus = bus
         self.data_bytes = len(bus.w.strb)
         self.size_log2 = self.data_bytes.bit_length() - 1
         self.base = base
-        self.mem = np.zeros(size, dtype=np.uint8)
+        self.data = np.zeros(size, dtype=np.uint8)
         self.read_latency = int(read_latency)
         self.write_latency = int(write_latency)
+        self.beat_interval = int(beat_interval)
         self.stall = float(stall)
-        self.errors = [(int(lo), int(hi), Resp(r)) for lo, hi, r in errors]
+        self.seed = seed
+        self._permille = stall_permille(stall)
+        self._rng = (seed & _MASK64) or _SEED0
+        self._errors = []                     # (lo, hi, code, on_read, on_write)
+        for lo, hi, resp in errors:
+            self.add_error(lo, hi, resp, read=True, write=True)
         self.writable = None if writable is None else [(int(lo), int(hi)) for lo, hi in writable]
         self.max_outstanding = int(max_outstanding)
-        self._rng = random.Random(seed)
         self._has_id = hasattr(bus.ar, "id")
         self.violations: list[Violation] = []
         self.read_bursts: list[tuple[int, int]] = []    #: (addr, beats) of every accepted AR
         self.write_bursts: list[tuple[int, int]] = []   #: (addr, beats) of every accepted AW
+        self.read_bytes = 0
+        self.write_bytes = 0
         self.max_reads_outstanding = 0
         self.max_writes_outstanding = 0
+        self.pending = 0
         self.cycle = 0
 
     # --- host-side access -------------------------------------------------------------------------
 
+    @property
+    def mem(self):
+        return self.data
+
     def load(self, addr, data):
         data = np.frombuffer(bytes(data), dtype=np.uint8)
-        self.mem[addr - self.base:addr - self.base + len(data)] = data
+        self.data[addr - self.base:addr - self.base + len(data)] = data
 
-    def dump(self, addr, length):
-        return bytes(self.mem[addr - self.base:addr - self.base + length])
+    def dump(self, addr, length) -> bytes:
+        return bytes(self.data[addr - self.base:addr - self.base + length])
+
+    def add_error(self, lo, hi, resp="SLVERR", *, read=True, write=False):
+        """Answer read and/or write beats touching ``[lo, hi)`` with SLVERR or DECERR."""
+        self._errors.append((int(lo), int(hi), resp_code(resp), bool(read), bool(write)))
+
+    def clear_errors(self):
+        self._errors.clear()
+
+    @property
+    def violation_count(self) -> int:
+        return len(self.violations)
+
+    @property
+    def first_violation(self) -> str:
+        return str(self.violations[0]) if self.violations else ""
 
     # --- helpers ----------------------------------------------------------------------------------
 
     def _violate(self, channel, message):
         self.violations.append(Violation(self.cycle, channel, message))
 
-    def _resp_for(self, addr):
-        for lo, hi, resp in self.errors:
-            if lo <= addr < hi:
-                return resp
-        if not self.base <= addr <= self.base + len(self.mem) - self.data_bytes:
-            return Resp.DECERR
-        return Resp.OKAY
+    def _chance(self):
+        if not self._permille:
+            return False
+        r = self._rng
+        r ^= (r << 13) & _MASK64
+        r ^= r >> 7
+        r ^= (r << 17) & _MASK64
+        self._rng = r
+        return r % 1000 < self._permille
+
+    def _resp_for(self, addr, write):
+        nb = self.data_bytes
+        for lo, hi, code, on_read, on_write in self._errors:
+            if (on_write if write else on_read) and addr < hi and addr + nb > lo:
+                return code
+        if addr < self.base or addr + nb > self.base + len(self.data):
+            return Resp.DECERR.value
+        return Resp.OKAY.value
 
     def _check_addr(self, channel, addr, length, size, burst):
         if burst != Burst.INCR.value:
@@ -133,62 +213,33 @@ class AXIMemory:
         if (addr & 0xFFF) + (length + 1) * self.data_bytes > 0x1000:
             self._violate(channel, f"burst at {addr:#x} of {length + 1} beats crosses a 4 KiB boundary")
 
-    def _read_beat(self, addr):
-        resp = self._resp_for(addr)
-        if resp != Resp.OKAY:
-            return 0, resp
-        off = addr - self.base
-        return int.from_bytes(self.mem[off:off + self.data_bytes].tobytes(), "little"), resp
-
     def _write_beat(self, addr, data, strb):
-        resp = self._resp_for(addr)
+        resp = self._resp_for(addr, True)
         if not strb:
             return resp
         if self.writable is not None and not any(lo <= addr and addr + self.data_bytes <= hi
                                                  for lo, hi in self.writable):
             self._violate("w", f"write to {addr:#x} outside the writable ranges")
             return resp
-        if resp != Resp.OKAY:
+        if resp:
             return resp
         off = addr - self.base
         raw = data.to_bytes(self.data_bytes, "little")
         for i in range(self.data_bytes):
             if strb >> i & 1:
-                self.mem[off + i] = raw[i]
+                self.data[off + i] = raw[i]
+                self.write_bytes += 1
         return resp
-
-    def _gap(self):
-        return self.stall > 0 and self._rng.random() < self.stall
-
-    def _match_writes(self, aw_q, w_beats, b_q):
-        while aw_q and w_beats:
-            burst = aw_q[0]
-            beats = burst.len + 1
-            k = next((i for i, b in enumerate(w_beats) if b[2]), None)
-            if k is None or k >= beats:
-                if len(w_beats) < beats:
-                    return
-                self._violate("w", f"WLAST missing on beat {beats - 1} of the burst at {burst.addr:#x}")
-                take = beats
-            else:
-                if k != beats - 1:
-                    self._violate("w", f"WLAST on beat {k}, expected on beat {beats - 1} "
-                                       f"(burst at {burst.addr:#x})")
-                take = k + 1
-            aw_q.popleft()
-            worst = Resp.OKAY
-            for i in range(take):
-                data, strb, _ = w_beats.popleft()
-                resp = self._write_beat(burst.addr + i * self.data_bytes, data, strb)
-                if resp.value > worst.value:
-                    worst = resp
-            b_q.append((self.cycle + self.write_latency, worst, burst.id))
 
     # --- the simulator process --------------------------------------------------------------------
 
     async def process(self, ctx):
-        """Serve the bus forever; add with ``sim.add_process(mem.process)``."""
-        bus, has_id = self.bus, self._has_id
+        """Serve the bus forever; add with ``sim.add_process(mem.process)``.
+
+        Each cycle mirrors cosim/axi_slave.cc: decide and drive (random draws in the order AR, AW, W, B, R),
+        sample the handshakes at the edge, update.
+        """
+        bus, has_id, nb = self.bus, self._has_id, self.data_bytes
         ar_fields = [bus.ar.addr, bus.ar.len, bus.ar.size, bus.ar.burst.as_value()]
         aw_fields = [bus.aw.addr, bus.aw.len, bus.aw.size, bus.aw.burst.as_value()]
         if has_id:
@@ -199,30 +250,36 @@ class AXIMemory:
         sampled = [bus.ar.valid, *ar_fields, bus.aw.valid, *aw_fields, bus.w.valid, *w_fields,
                    bus.r.ready, bus.b.ready]
 
-        ar_q, aw_q, w_beats, b_q = deque(), deque(), deque(), deque()
-        r_valid = b_valid = False
+        reads, writes, bresp = deque(), deque(), deque()
+        read_beat = write_beat = write_worst = 0
+        next_beat_at = 0
+        r_held = b_held = False
         writes_outstanding = 0
-        prev = {}    # channel -> (payload) while VALID was high and not accepted
+        prev = {}    # channel -> payload while VALID was high and not accepted
+        chance, max_out = self._chance, self.max_outstanding
 
         while True:
-            ar_ready = len(ar_q) < self.max_outstanding and not self._gap()
-            aw_ready = len(aw_q) < self.max_outstanding and not self._gap()
-            w_ready = len(w_beats) < 256 * self.max_outstanding and not self._gap()
-            if not r_valid and ar_q and ar_q[0].due <= self.cycle and not self._gap():
-                burst = ar_q[0]
-                data, resp = self._read_beat(burst.addr + burst.beat * self.data_bytes)
-                ctx.set(bus.r.data, data)
+            cycle = self.cycle
+            ar_ready = len(reads) < max_out and not chance()
+            aw_ready = len(writes) < max_out and not chance()
+            w_ready = bool(writes) and not chance()
+            b_valid = b_held or (bool(bresp) and bresp[0][2] <= cycle and not chance())
+            r_valid = r_held or (bool(reads) and cycle >= reads[0].ready_at and cycle >= next_beat_at
+                                 and not chance())
+            if b_valid:
+                ctx.set(bus.b.resp, bresp[0][1])
+                if has_id:
+                    ctx.set(bus.b.id, bresp[0][0])
+            if r_valid:
+                burst = reads[0]
+                addr = burst.addr + read_beat * nb
+                resp = self._resp_for(addr, False)
+                off = addr - self.base
+                ctx.set(bus.r.data, 0 if resp else int.from_bytes(self.data[off:off + nb].tobytes(), "little"))
                 ctx.set(bus.r.resp, resp)
-                ctx.set(bus.r.last, burst.beat == burst.len)
+                ctx.set(bus.r.last, read_beat + 1 == burst.beats)
                 if has_id:
                     ctx.set(bus.r.id, burst.id)
-                r_valid = True
-            if not b_valid and b_q and b_q[0][0] <= self.cycle and not self._gap():
-                _, resp, bid = b_q.popleft()
-                ctx.set(bus.b.resp, resp)
-                if has_id:
-                    ctx.set(bus.b.id, bid)
-                b_valid = True
             ctx.set(bus.ar.ready, ar_ready)
             ctx.set(bus.aw.ready, aw_ready)
             ctx.set(bus.w.ready, w_ready)
@@ -252,32 +309,52 @@ class AXIMemory:
                     prev.pop(name, None)
 
             if ar_valid and ar_ready:
-                addr, length, size, burst = ar_p[:4]
-                self._check_addr("ar", addr, length, size, burst)
+                addr, length, size, kind = ar_p[:4]
+                self._check_addr("ar", addr, length, size, kind)
                 self.read_bursts.append((addr, length + 1))
-                ar_q.append(_Burst(addr, length, ar_p[4] if has_id else 0, self.cycle + 1 + self.read_latency))
-            if r_valid and r_ready:
-                r_valid = False
-                burst = ar_q[0]
-                burst.beat += 1
-                if burst.beat > burst.len:
-                    ar_q.popleft()
-            self.max_reads_outstanding = max(self.max_reads_outstanding, len(ar_q))
-
-            if aw_valid and aw_ready:
-                addr, length, size, burst = aw_p[:4]
-                self._check_addr("aw", addr, length, size, burst)
-                self.write_bursts.append((addr, length + 1))
-                aw_q.append(_Burst(addr, length, aw_p[4] if has_id else 0, 0))
-                writes_outstanding += 1
+                reads.append(_Burst(addr, length + 1, ar_p[4] if has_id else 0, cycle + 1 + self.read_latency))
+                self.max_reads_outstanding = max(self.max_reads_outstanding, len(reads))
             if w_valid and w_ready:
-                w_beats.append(w_p)
+                burst = writes[0]
+                data, strb, last = w_p
+                write_worst = max(write_worst, self._write_beat(burst.addr + write_beat * nb, data, strb))
+                expect_last = write_beat + 1 == burst.beats
+                if last and not expect_last:
+                    self._violate("w", f"WLAST on beat {write_beat}, expected on beat {burst.beats - 1} "
+                                       f"(burst at {burst.addr:#x})")
+                elif expect_last and not last:
+                    self._violate("w", f"WLAST missing on beat {burst.beats - 1} of the burst at {burst.addr:#x}")
+                write_beat += 1
+                if write_beat == burst.beats:
+                    bresp.append((burst.id, write_worst, cycle + 1 + self.write_latency))
+                    write_beat = write_worst = 0
+                    writes.popleft()
+            # AW after W of the same cycle: a new burst never receives this cycle's beat.
+            if aw_valid and aw_ready:
+                addr, length, size, kind = aw_p[:4]
+                self._check_addr("aw", addr, length, size, kind)
+                self.write_bursts.append((addr, length + 1))
+                writes.append(_Burst(addr, length + 1, aw_p[4] if has_id else 0, 0))
+                writes_outstanding += 1
+                self.max_writes_outstanding = max(self.max_writes_outstanding, writes_outstanding)
             if b_valid and b_ready:
-                b_valid = False
+                bresp.popleft()
+                b_held = False
                 writes_outstanding -= 1
-            self.max_writes_outstanding = max(self.max_writes_outstanding, writes_outstanding)
+            else:
+                b_held = b_valid
+            if r_valid and r_ready:
+                self.read_bytes += nb
+                next_beat_at = cycle + self.beat_interval
+                read_beat += 1
+                if read_beat == reads[0].beats:
+                    read_beat = 0
+                    reads.popleft()
+                r_held = False
+            else:
+                r_held = r_valid
+            self.pending = len(reads) + len(writes) + len(bresp)
             self.cycle += 1
-            self._match_writes(aw_q, w_beats, b_q)
 
 
 # ---------------------------------------------------------------------------------------------------------

