@@ -102,11 +102,29 @@ def _conv(memory, d, cfg, stats):
     bias, mult = _params(memory, d["param_addr"], cout)
     acc = acc[:, :, :cout] + bias
     y = requantize(acc, mult, d["y_zero_point"], _qtype(d["out_signed"]), lo=d["clamp_lo"], hi=d["clamp_hi"], axis=2)
+    y = _fused_pool(y, d, cfg)
     _write_hwc(memory, d["out_addr"], y.astype(np.int64), d["out_pixel_stride"], d["out_signed"])
     stats.macs = oh * ow * cout * kh * kw * (cin // groups)
     stats.read_bytes = h * w * cin + n_blocks * rows * cols + 8 * cout
-    stats.write_bytes = oh * ow * cout
+    stats.write_bytes = y.size
     stats.extra["weight_blocks"] = n_blocks
+
+
+def _fused_pool(y, d, cfg):
+    """The conv output (oh, ow, c) max-pooled as ``pool_after``/``pool_ceil`` ask (rtl/fused_pool.py)."""
+    if d["pool_after"] == 0:
+        return y
+    if d["pool_after"] not in (2, 3):
+        raise DescriptorError(f"pool_after={d['pool_after']}: a fused max pool is 2 (2x2/2) or 3 (3x3/2)")
+    k = d["pool_after"]
+    oh, ow, c = y.shape
+    if oh < k or ow < k:
+        raise DescriptorError(f"a fused {k}x{k} pool needs a conv output of at least {k}x{k}, not {oh}x{ow}")
+    pw = kernels.pool_output_size(ow, k, 2, 0, 0, 1, bool(d["pool_ceil"]))
+    if pw * c > cfg.pool_row_bytes:
+        raise DescriptorError(f"fused pool row {pw}x{c} exceeds the {cfg.pool_row_bytes}-byte row buffer")
+    pooled = kernels.max_pool(y.transpose(2, 0, 1)[None], (k, k), (2, 2), 0, 1, bool(d["pool_ceil"]))
+    return pooled[0].transpose(1, 2, 0)
 
 
 def _pool(memory, d, cfg, stats, op):
@@ -175,6 +193,9 @@ def run_descriptors(memory: np.ndarray, desc_addr: int, count: int, config: Acce
         except ValueError:
             raise DescriptorError(f"descriptor {i}: unknown opcode {d['opcode']}") from None
         stats = LayerStats(i, op.name)
+        if d["pool_after"] and op != Opcode.CONV:
+            raise DescriptorError(f"descriptor {i}: pool_after={d['pool_after']} on a {op.name} "
+                                  "(only a CONV fuses a pool)")
         if op in (Opcode.CONV, Opcode.DENSE):
             _conv(memory, d, cfg, stats)
         elif op in (Opcode.MAXPOOL, Opcode.AVGPOOL, Opcode.GLOBAL_AVGPOOL):

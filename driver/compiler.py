@@ -4,6 +4,10 @@ It decides where every tensor, weight block and parameter lives (layouts in docs
 checks every layer against the configured hardware **before** anything is sent (one
 :class:`~scalenet.errors.HardwareLimitError` naming the layer and the limit), reuses activation buffers
 whose tensors are dead, and places the inputs of a concatenation directly into slices of its output.
+
+A 2-D Conv whose output feeds only a 2x2/2 or 3x3/2 MaxPool (no padding, floor or ceil mode) runs as
+one descriptor with ``pool_after`` set when the pooled row fits the fused pool's row buffer
+(``AcceleratorConfig.pool_row_bytes``): the conv's output tensor then never exists in memory.
 """
 
 from __future__ import annotations
@@ -12,18 +16,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scalenet.errors import HardwareLimitError
+from scalenet import kernels
+from scalenet.errors import HardwareLimitError, ScalenetError
 from scalenet.ir import Add, AvgPool, Clip, Concat, Conv, Dense, Flatten, GlobalAvgPool, Graph, MaxPool
 from scalenet.quant import add_rescale, avgpool_multiplier, encode_multiplier
 from scalenet.rtl.config import AcceleratorConfig
 from scalenet.rtl.regmap import DESCRIPTOR_BYTES, Opcode, pack_descriptor
 
 __all__ = ["Placement", "CompiledNetwork", "compile_graph", "ALIGN", "PARAM_BYTES", "ADD_PARAM_BYTES",
-           "weight_blocks", "ci_tile_range"]
+           "weight_blocks", "ci_tile_range", "fusable_pool", "TensorNotInMemory"]
 
 ALIGN = 64
 PARAM_BYTES = 8          #: bias int32, multiplier mantissa (3 bytes), shift (1 byte)
 ADD_PARAM_BYTES = 16     #: a_mult u32, b_mult u32, shift u8, 7 bytes reserved
+
+
+class TensorNotInMemory(ScalenetError, LookupError):
+    """A tensor the compiled network never stores (fused away), or no tensor of that name."""
 
 
 def _align(n, a=ALIGN):
@@ -57,15 +66,29 @@ class CompiledNetwork:
     placements: dict                       # tensor name -> Placement
     size: int                              # bytes of memory the network needs
     meta: dict = field(default_factory=dict)
+    fused: dict = field(default_factory=dict)   # fused-away tensor -> (conv, max pool, pooled tensor)
+
+    def placement(self, name) -> Placement:
+        """Where tensor ``name`` lives; :class:`TensorNotInMemory` for a fused-away or unknown tensor."""
+        p = self.placements.get(name)
+        if p is not None:
+            return p
+        if name in self.fused:
+            conv, pool, pooled = self.fused[name]
+            raise TensorNotInMemory(f"tensor {name!r} is never stored in device memory: conv {conv!r} and max pool "
+                                    f"{pool!r} run fused as one descriptor, which writes only {pooled!r} "
+                                    "(compile with fuse_pool=False to keep it)")
+        raise TensorNotInMemory(f"no tensor {name!r} in the compiled network {self.graph.name!r}")
 
     @property
     def desc_count(self):
         return len(self.descriptors)
 
     # -- tensors <-> memory ---------------------------------------------------------------------------
-    def encode_input(self, x):
-        """(address, bytes) that store one sample of the graph input (IR shape and integer type)."""
-        name = self.graph.inputs[0]
+    def encode_input(self, x, name=None):
+        """(address, bytes) that store one sample of graph input ``name`` (default: the first; IR shape and
+        integer type)."""
+        name = self.graph.inputs[0] if name is None else name
         x = np.asarray(x)
         t = self.graph.tensors[name]
         if x.shape != t.shape or x.dtype != t.q.dtype.np_dtype:
@@ -77,7 +100,7 @@ class CompiledNetwork:
 
     def decode_tensor(self, name, region):
         """A tensor in its IR shape and type from the bytes of its placement."""
-        p = self.placements[name]
+        p = self.placement(name)
         t = self.graph.tensors[name]
         hwc = _load(np.asarray(region, np.uint8), p).view(t.q.dtype.np_dtype)
         if p.chw_source is not None:
@@ -90,7 +113,7 @@ class CompiledNetwork:
         memory[addr:addr + region.size] = region
 
     def read_tensor(self, memory, name):
-        p = self.placements[name]
+        p = self.placement(name)
         return self.decode_tensor(name, memory[p.addr:p.addr + p.nbytes])
 
 
@@ -255,10 +278,51 @@ def _conv_geometry(layer):
     return kh, kw, sh, sw, pt, pl, pb, pr
 
 
-def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base=0) -> CompiledNetwork:
+def fusable_pool(graph: Graph, layer, cfg: AcceleratorConfig):
+    """The MaxPool that ``layer`` can run fused with (``pool_after``), or None.
+
+    It must be a 2-D Conv whose output is not a graph output and feeds only a MaxPool 2x2/2 or 3x3/2
+    without padding (floor or ceil mode), on a conv output at least as large as the window, with a pooled
+    row (``pooled_width * channels``) that fits ``cfg.pool_row_bytes``. The pool's quantisation equals the
+    conv output's (MaxPool requires it), so nothing is requantised twice.
+    """
+    if not isinstance(layer, Conv) or len(layer.kernel) != 2 or layer.output in graph.outputs:
+        return None
+    users = [l for l in graph.layers if layer.output in l.inputs]
+    if len(users) != 1 or not isinstance(users[0], MaxPool):
+        return None
+    pool = users[0]
+    k = pool.kernel[0]
+    if tuple(pool.kernel) not in ((2, 2), (3, 3)) or tuple(pool.stride) != (2, 2) or any(pool.pads):
+        return None
+    c, h, w = graph.tensors[layer.output].shape
+    if h < k or w < k:
+        return None
+    _, ph, pw = graph.tensors[pool.output].shape
+    if pw * c > cfg.pool_row_bytes or (ph, pw) != _pooled(h, w, k, pool.ceil_mode):
+        return None
+    return pool
+
+
+def _pooled(h, w, k, ceil):
+    return tuple(kernels.pool_output_size(n, k, 2, 0, 0, 1, ceil) for n in (h, w))
+
+
+def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base=0,
+                  fuse_pool=True) -> CompiledNetwork:
+    """Compile ``graph`` for ``config``; ``fuse_pool=False`` keeps every Conv -> MaxPool as two descriptors."""
     cfg = config or AcceleratorConfig()
     tensors = graph.tensors
     order = graph.layers
+
+    # Conv -> MaxPool pairs that run as one descriptor (the pool's layer emits none).
+    fuse = {}                       # conv name -> MaxPool layer
+    if fuse_pool:
+        for layer in order:
+            pool = fusable_pool(graph, layer, cfg)
+            if pool is not None:
+                fuse[layer.name] = pool
+    fused_pools = {p.name for p in fuse.values()}
 
     # Concatenation inputs become slices of the concatenation's buffer.
     slice_of = {}
@@ -281,7 +345,7 @@ def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base
         last_use[o] = len(order)
 
     # Static part: descriptors first (their count is known), then weights and parameters.
-    n_desc = sum(0 if isinstance(l, (Flatten, Concat)) else 1 for l in order)
+    n_desc = sum(0 if isinstance(l, (Flatten, Concat)) or l.name in fused_pools else 1 for l in order)
     desc_addr = base
     cursor = _align(desc_addr + n_desc * DESCRIPTOR_BYTES)
     static = []                     # (addr, bytes)
@@ -368,7 +432,8 @@ def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base
                 alloc.release(addr, size)
                 del live[name]
 
-    placement_for(graph.inputs[0])
+    for name in graph.inputs:              # more than one only for single-layer graphs (cost models)
+        placement_for(name)
     for idx, layer in enumerate(order):
         out = tensors[layer.output]
         if isinstance(layer, Flatten):
@@ -385,10 +450,21 @@ def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base
         if isinstance(layer, Concat):
             placement_for(layer.output)
             continue
+        if layer.name in fused_pools:
+            release_dead(idx)
+            continue
         in_p = [placements[i] for i in layer.inputs]
-        out_p = placement_for(layer.output)
+        pool = fuse.get(layer.name)
+        if pool is None:
+            out_p = placement_for(layer.output)
+        else:                       # the conv's geometry, written as the pool's tensor
+            pooled = placement_for(pool.output)
+            h, w, c = _hwc_geometry(tensors[layer.output].shape)
+            out_p = Placement(pooled.addr, h, w, c, pooled.pixel_stride)
         desc = _descriptor(layer, graph, cfg, in_p, out_p, weight_addr.get(layer.name, 0),
                            param_addr.get(layer.name, 0))
+        if pool is not None:
+            desc.update(pool_after=pool.kernel[0], pool_ceil=int(pool.ceil_mode))
         desc.update(weight_bytes=weight_bytes.get(layer.name, 0), param_bytes=param_bytes.get(layer.name, 0))
         descriptors.append(desc)
         layer_of.append(layer.name)
@@ -402,8 +478,11 @@ def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base
             np.frombuffer(raw, np.uint8)
     for addr, raw in static:
         image[addr - base:addr - base + len(raw)] = np.frombuffer(raw, np.uint8)
+    fused = {conv.output: (conv.name, fuse[conv.name].name, fuse[conv.name].output)
+             for conv in order if conv.name in fuse}
     return CompiledNetwork(graph, cfg, image, desc_addr, descriptors, layer_of, placements, _align(size),
-                           meta={"static_bytes": cursor - base, "activation_bytes": alloc.top - cursor})
+                           meta={"static_bytes": cursor - base, "activation_bytes": alloc.top - cursor},
+                           fused=fused)
 
 
 def _flatten_source(graph, name):
@@ -432,7 +511,7 @@ def _descriptor(layer, graph, cfg, in_p, out_p, weight_addr, param_addr):
              in_pixel_stride=x.pixel_stride, out_pixel_stride=out_p.pixel_stride,
              x_zero_point=int(in_t.q.zero_point), y_zero_point=int(out_t.q.zero_point),
              clamp_lo=out_t.q.dtype.lo, clamp_hi=out_t.q.dtype.hi, groups=1,
-             kernel_h=1, kernel_w=1, stride_h=1, stride_w=1,
+             kernel_h=1, kernel_w=1, stride_h=1, stride_w=1, pool_after=0, pool_ceil=0,
              in_addr=x.addr, out_addr=out_p.addr, weight_addr=weight_addr, param_addr=param_addr)
     _check_common(layer, cfg, (x.height, x.width, x.channels), (out_p.height, out_p.width, out_p.channels))
     lo, hi = getattr(layer, "lo", None), getattr(layer, "hi", None)
@@ -478,6 +557,11 @@ def _descriptor(layer, graph, cfg, in_p, out_p, weight_addr, param_addr):
         b = in_p[1]
         if b.pixel_stride != x.pixel_stride:
             raise HardwareLimitError(f"layer {layer.name} (add): inputs with different pixel strides")
+        b_type = tensors[layer.inputs[1]].q.dtype
+        if b_type != in_t.q.dtype:
+            # One in_signed bit serves both inputs (ONNX's QLinearAdd has one input type too).
+            raise HardwareLimitError(f"layer {layer.name} (add): inputs of different types "
+                                     f"({in_t.q.dtype.name} and {b_type.name})")
         d.update(opcode=Opcode.ADD, b_addr=b.addr, b_zero_point=int(tensors[layer.inputs[1]].q.zero_point))
     else:
         raise HardwareLimitError(f"layer {layer.name}: op {layer.kind!r} is not supported by the accelerator")

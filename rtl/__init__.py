@@ -3,19 +3,22 @@
 Importing this package does not import Amaranth: the blocks are loaded on first attribute access, so
 ``scalenet.rtl.regmap`` stays usable where no HDL tooling is installed and ``import scalenet`` stays fast.
 
-Blocks: :class:`~scalenet.rtl.requant.Requantizer` (int32 -> int8, bit-exact with
-:func:`scalenet.quant.requantize`), :class:`~scalenet.rtl.pe_array.PEArray` (output-stationary int8 MAC
-array) and :class:`~scalenet.rtl.line_buffer.LineBuffer` (raster pixels -> padded K x K windows).
+Blocks: :class:`~scalenet.rtl.top.ScaleNet` (the accelerator top level),
+:class:`~scalenet.rtl.dot_array.DotArray` (the weight-stationary int8 PE array),
+:class:`~scalenet.rtl.requant.Requantizer` (int32 -> int8, bit-exact with
+:func:`scalenet.quant.requantize`) and :class:`~scalenet.rtl.fused_pool.FusedMaxPool` (a conv's output
+max-pooled on its way to memory).
 """
 
 import importlib
 
-__all__ = ["Requantizer", "PEArray", "LineBuffer"]
+__all__ = ["ScaleNet", "DotArray", "Requantizer", "FusedMaxPool"]
 
 _LAZY = {
+    "ScaleNet": "top",
+    "DotArray": "dot_array",
     "Requantizer": "requant",
-    "PEArray": "pe_array",
-    "LineBuffer": "line_buffer",
+    "FusedMaxPool": "fused_pool",
 }
 
 

@@ -37,6 +37,12 @@ class AcceleratorConfig:
         return 1 << max(0, (self.line_buffer_bytes // 2).bit_length() - 1)
 
     @property
+    def pool_row_bytes(self) -> int:
+        """One pooled row (``pooled_width * channels``) of a conv with a fused max pool: the running-max
+        row buffer of rtl/fused_pool.py, half an output row bank."""
+        return max(1, self.out_row_bytes // 2)
+
+    @property
     def pes(self) -> int:
         return self.rows * self.cols
 

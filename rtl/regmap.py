@@ -202,7 +202,9 @@ DESCRIPTOR_FIELDS: tuple = (
     DescField("opcode", 4, "an Opcode"),
     DescField("in_signed", 1, "input activations are int8 (1) or uint8 (0)"),
     DescField("out_signed", 1, "output activations are int8 (1) or uint8 (0)"),
-    DescField("pool_after", 2, "fused max pool after a conv: 0 none, 2 = 2x2/2, 3 = 3x3/2"),
+    DescField("pool_after", 2, "fused max pool after a conv: 0 none, 2 = 2x2/2, 3 = 3x3/2 (out_height/out_width "
+              "stay the conv's; the pooled tensor is written)"),
+    DescField("pool_ceil", 1, "fused max pool in ceil mode: a last window may overhang the conv output"),
     DescField("kernel_h", 4, "kernel height (1..max_kernel)"),
     DescField("kernel_w", 4, "kernel width (1..max_kernel)"),
     DescField("stride_h", 3, "vertical stride"),

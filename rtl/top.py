@@ -7,6 +7,10 @@ reads the engine consumes in order (parameters, weight blocks, input pixels; for
 interleaved chunks, the first one chunk ahead) and one DMA write for the output region, and moves on when
 the engine is done and every write response is back.
 
+A CONV with ``pool_after`` set sends its output bytes through the fused max pool
+(:class:`~scalenet.rtl.fused_pool.FusedMaxPool`) on the way to the DMA: the descriptor's out_height and
+out_width stay the conv's, the output region is the pooled tensor's.
+
 Failures (an AXI error response, ABORT, the watchdog) stop the run: the engines and adapters are held in
 reset while the DMA finishes what is on the bus (read data is sunk, write bursts complete with zero
 strobes, so memory outside the layer's buffers is never touched and the bus stays legal), then
@@ -59,6 +63,7 @@ class ScaleNet(wiring.Component):
     def elaborate(self, platform):
         from .add_engine import AddEngine
         from .conv_engine import ConvEngine
+        from .fused_pool import FusedMaxPool
         from .pool_engine import PoolEngine
 
         m = Module()
@@ -81,6 +86,7 @@ class ScaleNet(wiring.Component):
         m.submodules.conv = conv = wrap(ConvEngine(cfg))
         m.submodules.pool = pool = wrap(PoolEngine(cfg))
         m.submodules.add = add = wrap(AddEngine(cfg))
+        m.submodules.fpool = fpool = wrap(FusedMaxPool(cfg))
         m.submodules.r2b = r2b = wrap(WordsToBytes(8 * nb))
         m.submodules.r2b_b = r2b_b = wrap(WordsToBytes(8 * nb))
         m.submodules.b2w = b2w = wrap(BytesToWords(8 * nb))
@@ -99,6 +105,13 @@ class ScaleNet(wiring.Component):
         is_conv = (op == Opcode.CONV) | (op == Opcode.DENSE)
         is_pool = (op == Opcode.MAXPOOL) | (op == Opcode.AVGPOOL) | (op == Opcode.GLOBAL_AVGPOOL)
         is_add = op == Opcode.ADD
+        fuse = Signal()
+        m.d.comb += [
+            fuse.eq(is_conv & (desc.pool_after != 0)),
+            fpool.shape.kernel3.eq(desc.pool_after == 3), fpool.shape.ceil.eq(desc.pool_ceil),
+            fpool.shape.signed.eq(desc.out_signed), fpool.shape.channels.eq(desc.out_channels),
+            fpool.shape.width.eq(desc.out_width), fpool.shape.height.eq(desc.out_height),
+        ]
         params_ready = Signal()
         m.d.comb += params_ready.eq(Mux(is_conv, conv.params.ready, Mux(is_pool, pool.params.ready, add.params.ready)))
         for engine, sel in ((conv, is_conv), (pool, is_pool), (add, is_add)):
@@ -139,13 +152,17 @@ class ScaleNet(wiring.Component):
         ]
         connect(m, r2b_b.o, add.pixels_b)
 
-        # Output bytes -> words with strobes -> DMA writer (zero-strobe filler while draining).
+        # Output bytes (a conv's through the fused pool when asked) -> words with strobes -> DMA writer
+        # (zero-strobe filler while draining).
         draining = Signal()
+        conv_o = (Mux(fuse, fpool.o.payload, conv.out.payload), Mux(fuse, fpool.o.valid, conv.out.valid))
         m.d.comb += [
-            b2w.i.payload.eq(Mux(is_conv, conv.out.payload, Mux(is_pool, pool.out.payload, add.out.payload))),
-            b2w.i.valid.eq(Mux(is_conv, conv.out.valid, Mux(is_pool, pool.out.valid, add.out.valid))),
-            conv.out.ready.eq(b2w.i.ready & is_conv), pool.out.ready.eq(b2w.i.ready & is_pool),
-            add.out.ready.eq(b2w.i.ready & is_add),
+            fpool.i.payload.eq(conv.out.payload), fpool.i.valid.eq(conv.out.valid & fuse),
+            fpool.o.ready.eq(b2w.i.ready & fuse),
+            b2w.i.payload.eq(Mux(is_conv, conv_o[0], Mux(is_pool, pool.out.payload, add.out.payload))),
+            b2w.i.valid.eq(Mux(is_conv, conv_o[1], Mux(is_pool, pool.out.valid, add.out.valid))),
+            conv.out.ready.eq(Mux(fuse, fpool.i.ready, b2w.i.ready & is_conv)),
+            pool.out.ready.eq(b2w.i.ready & is_pool), add.out.ready.eq(b2w.i.ready & is_add),
         ]
         with m.If(draining):
             m.d.comb += [dma.wr_data.valid.eq(1), dma.wr_data.payload.eq(0)]
@@ -209,7 +226,7 @@ class ScaleNet(wiring.Component):
 
         progress = Signal()
         m.d.comb += progress.eq(rd_beat | (dma.wr_data.valid & dma.wr_data.ready) | conv.array_active |
-                                 b2w.i.valid & b2w.i.ready)
+                                 b2w.i.valid & b2w.i.ready | conv.out.valid & conv.out.ready)
         with m.If(~busy | progress):
             m.d.sync += watchdog.eq(0)
         with m.Elif(watchdog != self.watchdog_cycles):
@@ -261,11 +278,17 @@ class ScaleNet(wiring.Component):
                             (d.groups == 0) | (d.in_pixel_stride < d.in_channels) |
                             (d.out_pixel_stride < d.out_channels) |
                             (d.weight_bytes > cfg.weight_buffer_bytes))
-                m.d.sync += [pixels_in.eq(d.in_height * d.in_width), pixels_out.eq(d.out_height * d.out_width)]
+                # A fused pool: 2x2/2 or 3x3/2 after a CONV at least one window large, its row in the buffer.
+                pool_k = Mux(d.pool_after == 3, 3, 2)
+                pool_bad = (d.pool_after != 0) & (
+                    (d.pool_after == 1) | (op != Opcode.CONV) | (d.out_height < pool_k) | (d.out_width < pool_k) |
+                    (fpool.out_width * d.out_channels > fpool.row_bytes))
+                m.d.sync += [pixels_in.eq(d.in_height * d.in_width),
+                             pixels_out.eq(Mux(fuse, fpool.out_height * fpool.out_width, d.out_height * d.out_width))]
                 with m.If(bad_op):
                     m.d.sync += fail_code.eq(ErrorCode.BAD_OPCODE)
                     m.next = "FAIL"
-                with m.Elif((k_bad | s_bad) & ~(op == Opcode.GLOBAL_AVGPOOL) | dims_bad):
+                with m.Elif((k_bad | s_bad) & ~(op == Opcode.GLOBAL_AVGPOOL) | dims_bad | pool_bad):
                     m.d.sync += fail_code.eq(ErrorCode.BAD_DESCRIPTOR)
                     m.next = "FAIL"
                 with m.Else():
@@ -279,7 +302,7 @@ class ScaleNet(wiring.Component):
                 check_fail()
             with m.State("START"):
                 m.d.comb += [
-                    conv.start.eq(is_conv), pool.start.eq(is_pool), add.start.eq(is_add),
+                    conv.start.eq(is_conv), pool.start.eq(is_pool), add.start.eq(is_add), fpool.start.eq(fuse),
                     r2b.region.eq(in_region), r2b.start.eq(1),
                     r2b_b.region.eq(b_region), r2b_b.start.eq(is_add),
                     b2w.region.eq(out_region), b2w.start.eq(1),
@@ -343,7 +366,7 @@ class ScaleNet(wiring.Component):
                     m.next = "WAIT"
                 check_fail()
             with m.State("WAIT"):
-                with m.If(engine_done & ~b2w.busy & ~dma.wr_busy):
+                with m.If(engine_done & ~fpool.busy & ~b2w.busy & ~dma.wr_busy):
                     m.d.sync += [index.eq(index + 1), target.eq(T["none"])]
                     m.next = "NEXT"
                 check_fail()

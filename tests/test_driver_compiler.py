@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from scalenet.cosim.tlm import run_descriptors
-from scalenet.driver.compiler import compile_graph, weight_blocks
-from scalenet.errors import HardwareLimitError
+from scalenet.cosim.tlm import DescriptorError, run_descriptors
+from scalenet.driver.compiler import TensorNotInMemory, compile_graph, weight_blocks
+from scalenet.errors import HardwareLimitError, ScalenetError
 from scalenet.floatnet import FloatNet, FNode, quantize_net
 from scalenet.quant import quantize
 from scalenet.rtl.config import AcceleratorConfig
@@ -17,8 +17,8 @@ def conv_node(rng, name, src, cout, cin, k, groups=1, **attrs):
     return FNode("conv", name, [src], name, dict(weight=w, bias=rng.normal(0, 0.1, cout), groups=groups, **attrs))
 
 
-def run_both(graph, cfg, x):
-    net = compile_graph(graph, cfg)
+def run_both(graph, cfg, x, fuse_pool=True):
+    net = compile_graph(graph, cfg, fuse_pool=fuse_pool)
     memory = net.image.copy()
     net.write_input(memory, x)
     stats = run_descriptors(memory, net.desc_addr, net.desc_count, cfg)
@@ -52,10 +52,14 @@ def test_conv_variants_pools_dense(cfg, act):
     net = FloatNet("mix", "x", (3, 13, 11), nodes, ["y"])
     g, x = quantised(net, rng, act)
     assert g.tensors["ap"].shape == (12, 3, 5)
-    compiled, stats, _ = run_both(g, cfg, x)
+    compiled, stats, _ = run_both(g, cfg, x, fuse_pool=False)
     assert [s.opcode for s in stats] == ["CONV", "CONV", "CONV", "CONV", "MAXPOOL", "AVGPOOL", "DENSE"]
     # The depthwise conv is block diagonal: one weight block per 8 (or 4) channels per tap.
     assert stats[2].extra["weight_blocks"] == 9 * -(-20 // cfg.rows)
+    # Fused: the grouped conv writes the 3x3/2 ceil-mode pool of its output.
+    compiled, stats, _ = run_both(g, cfg, x)
+    assert [s.opcode for s in stats] == ["CONV", "CONV", "CONV", "CONV", "AVGPOOL", "DENSE"]
+    assert (compiled.descriptors[3]["pool_after"], compiled.descriptors[3]["pool_ceil"]) == (3, 1)
 
 
 def test_residual_concat_gap_and_1d():
@@ -142,3 +146,103 @@ def test_alexnet_first_layer_is_beyond_the_kernel_limit():
     from scalenet import zoo
     with pytest.raises(HardwareLimitError, match=r"conv1 \(conv\): kernel size 11"):
         compile_graph(zoo.build("alexnet"))
+
+
+def fusion_net(rng):
+    """Conv -> MaxPool pairs that fuse (2x2/2, 3x3/2 floor and ceil) and ones that must not."""
+    nodes = [
+        conv_node(rng, "a", "x", 6, 3, 3, pads=(1, 1, 1, 1)), FNode("relu", "ar", ["a"], "ar"),
+        FNode("maxpool", "pa", ["ar"], "pa", dict(kernel=(2, 2), stride=(2, 2))),           # fuses: 2x2/2
+        conv_node(rng, "b", "pa", 12, 6, 3, pads=(1, 1, 1, 1)),
+        FNode("maxpool", "pb", ["b"], "pb", dict(kernel=(3, 3), stride=(2, 2), ceil_mode=True)),   # 3x3/2 ceil
+        conv_node(rng, "c", "pb", 5, 12, 1),
+        FNode("maxpool", "pc", ["c"], "pc", dict(kernel=(2, 2), stride=(2, 2), pads=(0, 0, 1, 1))),  # padded: no
+        conv_node(rng, "d", "pc", 7, 5, 1),
+        FNode("maxpool", "pd", ["d"], "pd", dict(kernel=(3, 3), stride=(2, 2))),               # 3x3/2 floor
+        conv_node(rng, "e", "pd", 4, 7, 1),
+        FNode("maxpool", "pe", ["e"], "pe", dict(kernel=(2, 2), stride=(1, 1))),               # stride 1: no
+        FNode("add", "s", ["pe", "pe"], "s"),
+    ]
+    return FloatNet("fuse", "x", (3, 40, 44), nodes, ["s", "pd"])
+
+
+@pytest.mark.parametrize("act", ["int8", "uint8"])
+def test_conv_maxpool_fusion(act):
+    rng = np.random.default_rng(7)
+    g, x = quantised(fusion_net(rng), rng, act)
+    cfg = AcceleratorConfig()
+    plain, plain_stats, _ = run_both(g, cfg, x, fuse_pool=False)
+    net, stats, memory = run_both(g, cfg, x)
+    # a+pa, b+pb and d+pd fuse; c (padded pool) and e (stride-1 pool) keep their MAXPOOL descriptors.
+    assert plain.desc_count - net.desc_count == 3
+    assert {n: (d["pool_after"], d["pool_ceil"]) for n, d in zip(net.layer_of, net.descriptors) if d["pool_after"]} \
+        == {"a": (2, 0), "b": (3, 1), "d": (3, 0)}
+    assert [s.opcode for s in stats].count("MAXPOOL") == 2
+    # The fused conv's descriptor keeps its own geometry, and writes the pool's tensor.
+    da = net.descriptors[net.layer_of.index("a")]
+    assert (da["out_height"], da["out_width"], da["out_addr"]) == (40, 44, net.placements["pa"].addr)
+    # The conv outputs never exist in memory: less activation memory, fewer bytes written.
+    gone = {"ar", "b", "d"}                               # conv a's output is its fused ReLU's, "ar"
+    assert set(net.fused) == gone and gone.isdisjoint(net.placements) and gone <= set(plain.placements)
+    assert net.meta["activation_bytes"] < plain.meta["activation_bytes"]
+    assert sum(s.write_bytes for s in stats) < sum(s.write_bytes for s in plain_stats)
+    with pytest.raises(TensorNotInMemory, match=r"tensor 'b' is never stored .* conv 'b' and max pool 'pb'"):
+        net.read_tensor(memory, "b")
+    with pytest.raises(ScalenetError, match="no tensor 'nope'"):
+        net.read_tensor(memory, "nope")
+
+
+def test_fusion_respects_the_pool_row_buffer():
+    """A pooled row beyond AcceleratorConfig.pool_row_bytes keeps the conv and the pool apart (correctly)."""
+    rng = np.random.default_rng(8)
+    nodes = [conv_node(rng, "c", "x", 24, 3, 1),
+             FNode("maxpool", "p", ["c"], "p", dict(kernel=(2, 2), stride=(2, 2), ceil_mode=True))]
+    g, x = quantised(FloatNet("row", "x", (3, 5, 21), nodes, ["p"]), rng)
+    assert g.tensors["p"].shape == (24, 3, 11)                 # pooled row 11 x 24 = 264 bytes
+    roomy, tight = AcceleratorConfig(line_buffer_bytes=2048), AcceleratorConfig(line_buffer_bytes=1024)
+    assert tight.out_row_bytes >= 21 * 24 and tight.pool_row_bytes < 264 <= roomy.pool_row_bytes
+    assert run_both(g, roomy, x)[0].desc_count == 1
+    assert run_both(g, roomy, x, fuse_pool=False)[0].desc_count == 2
+    # Not fused on the tight configuration; and the pool engine's own line buffer is smaller still.
+    with pytest.raises(HardwareLimitError, match=r"layer p \(maxpool\): line-buffer bytes"):
+        compile_graph(g, tight)
+
+
+def test_fused_descriptor_fields_are_checked_by_the_model():
+    rng = np.random.default_rng(9)
+    nodes = [conv_node(rng, "c", "x", 4, 3, 3), FNode("maxpool", "p", ["c"], "p", dict(kernel=(2, 2), stride=(2, 2)))]
+    g, x = quantised(FloatNet("chk", "x", (3, 6, 6), nodes, ["p"]), rng)
+    net = compile_graph(g)
+    assert net.desc_count == 1 and net.descriptors[0]["pool_after"] == 2
+    from scalenet.rtl.regmap import pack_descriptor
+    for bad in (dict(pool_after=1), dict(pool_after=3, out_height=2)):
+        memory = net.image.copy()
+        net.write_input(memory, x)
+        raw = pack_descriptor(**{**net.descriptors[0], **bad})
+        memory[net.desc_addr:net.desc_addr + len(raw)] = np.frombuffer(raw, np.uint8)
+        with pytest.raises(DescriptorError, match="fused"):
+            run_descriptors(memory, net.desc_addr, 1)
+
+
+@pytest.mark.parametrize("name, fused", [("digits_cnn", 2), ("lenet5", 2), ("cifar10_quick", 1)])
+def test_zoo_pairs_fuse_and_the_model_target_matches(name, fused):
+    """The zoo's Conv -> MaxPool pairs fuse; the driver's model target gives the reference bytes with
+    fewer bytes written than without fusion."""
+    from scalenet import zoo
+    from scalenet.driver.accelerator import LoadedNetwork, open_target
+    graph = zoo.build(name)
+    cfg = AcceleratorConfig(weight_buffer_bytes=1 << 20, line_buffer_bytes=1 << 20)
+    rng = np.random.default_rng(0)
+    t = graph.input
+    x = rng.integers(t.q.dtype.lo, t.q.dtype.hi + 1, (2, *t.shape)).astype(t.q.dtype.np_dtype)
+    ref = graph.run(x)[graph.outputs[0]]
+    written = {}
+    for fuse in (True, False):
+        acc = open_target("model", config=cfg)
+        net = compile_graph(graph, cfg, fuse_pool=fuse)
+        acc.transport.write_mem(0, net.image)
+        acc.clear_counters()
+        np.testing.assert_array_equal(acc.run(LoadedNetwork(net, 0), x)[graph.outputs[0]], ref)
+        written[fuse] = (net.desc_count, acc.counters()["dma_wr_bytes"])
+    assert written[False][0] - written[True][0] == fused
+    assert written[True][1] < written[False][1]

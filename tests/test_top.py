@@ -6,7 +6,8 @@ import pytest
 
 from scalenet import zoo
 from scalenet.cosim.platform import SimTransport
-from scalenet.driver.accelerator import Accelerator, AcceleratorError
+from scalenet.driver.accelerator import Accelerator, AcceleratorError, LoadedNetwork
+from scalenet.driver.compiler import compile_graph
 from scalenet.driver.transport import RegisterAccessError
 from scalenet.floatnet import FloatNet, FNode, quantize_net
 from scalenet.quant import quantize
@@ -80,7 +81,7 @@ def test_every_layer_type_is_bit_exact(acc, transport):
     c = acc.counters()
     assert c["mac_active"] >= 2 * graph.macs and c["cycles"] > 0
     assert c["dma_rd_bytes"] > 0 and c["dma_wr_bytes"] > 0
-    assert transport.platform.memory.violations == 0, transport.platform.memory.first_violation
+    assert transport.platform.memory.violations == [], transport.platform.memory.first_violation
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "lenet5"])
@@ -90,7 +91,62 @@ def test_zoo_networks_end_to_end(acc, transport, name):
     t = graph.input
     x = rng.integers(t.q.dtype.lo, t.q.dtype.hi + 1, (1, *t.shape)).astype(t.q.dtype.np_dtype)
     loaded = acc.load(graph)
+    # Both nets' Conv -> MaxPool 2x2/2 pairs run fused: no MAXPOOL descriptor is left.
+    assert [d["pool_after"] for d in loaded.compiled.descriptors].count(2) == 2
+    assert all(d["opcode"] != regmap.Opcode.MAXPOOL for d in loaded.compiled.descriptors)
     np.testing.assert_array_equal(acc.run(loaded, x)[graph.outputs[0]], graph.run(x)[graph.outputs[0]])
+
+
+def conv_pool_net(act):
+    """Odd sizes: conv + ReLU + 3x3/2 ceil-mode pool (13x15 -> 6x7 with an overhanging window), then a
+    conv without ReLU + 2x2/2 floor pool (6x7 -> 3x3: the last column is dropped)."""
+    rng = np.random.default_rng(11)
+    nodes = [
+        conv(rng, "c1", "x", 6, 3, 3, pads=(1, 1, 1, 1)), FNode("relu", "r1", ["c1"], "r1"),
+        FNode("maxpool", "p1", ["r1"], "p1", dict(kernel=(3, 3), stride=(2, 2), ceil_mode=True)),
+        conv(rng, "c2", "p1", 5, 6, 3, pads=(1, 1, 1, 1)),
+        FNode("maxpool", "p2", ["c2"], "p2", dict(kernel=(2, 2), stride=(2, 2))),
+    ]
+    net = FloatNet("conv_pool", "x", (3, 13, 15), nodes, ["p2"])
+    cal = rng.normal(0, 1, (8, 3, 13, 15)).astype(np.float32)
+    graph = quantize_net(net, cal, act_dtype=act)
+    return graph, quantize(cal[:2], graph.input.q)
+
+
+@pytest.mark.parametrize("act", ["int8", "uint8"])
+def test_fused_conv_pool_is_bit_exact_and_writes_less(acc, transport, act):
+    graph, x = conv_pool_net(act)
+    assert graph.tensors["p1"].shape == (6, 6, 7) and graph.tensors["p2"].shape == (5, 3, 3)
+    ref = graph.run(x)["p2"]
+    counters = {}
+    for fuse in (True, False):
+        net = compile_graph(graph, CFG, fuse_pool=fuse)
+        transport.write_mem(0, net.image)
+        acc.clear_counters()
+        np.testing.assert_array_equal(acc.run(LoadedNetwork(net, 0), x)["p2"], ref, err_msg=f"fuse_pool={fuse}")
+        counters[fuse] = (net.desc_count, acc.counters())
+    assert counters[True][0] == 2 and counters[False][0] == 4
+    fused, plain = counters[True][1], counters[False][1]
+    assert fused["mac_active"] == plain["mac_active"] >= 2 * graph.macs     # the same conv work
+    assert fused["dma_wr_bytes"] < plain["dma_wr_bytes"] and fused["dma_rd_bytes"] < plain["dma_rd_bytes"]
+    assert transport.platform.memory.violations == [], transport.platform.memory.first_violation
+
+
+def test_bad_fused_pool_descriptors_are_refused(acc, transport):
+    graph, x = conv_pool_net("uint8")
+    loaded = acc.load(graph)
+    net = loaded.compiled
+    raw = transport.platform.memory.data
+    for i, bad in ((0, dict(pool_after=1)), (1, dict(pool_after=3, out_height=2))):
+        a = net.desc_addr + i * DESCRIPTOR_BYTES
+        saved = raw[a:a + DESCRIPTOR_BYTES].copy()
+        raw[a:a + DESCRIPTOR_BYTES] = np.frombuffer(regmap.pack_descriptor(**{**net.descriptors[i], **bad}), np.uint8)
+        try:
+            with pytest.raises(AcceleratorError, match=f"BAD_DESCRIPTOR in layer {net.layer_of[i]}"):
+                acc.run(loaded, x[:1])
+        finally:
+            raw[a:a + DESCRIPTOR_BYTES] = saved
+    np.testing.assert_array_equal(acc.run(loaded, x)["p2"], graph.run(x)["p2"])
 
 
 def test_errors_are_reported_and_the_next_run_recovers(acc, transport):
