@@ -61,3 +61,11 @@ def test_training_reproduces_the_shipped_weights(split, tmp_path):
     assert np.array_equal(new["calibration"], shipped["calibration"])
     for k in digits.SHAPES:
         np.testing.assert_allclose(new[k], shipped[k], rtol=0, atol=1e-3)
+
+
+def test_shipped_test_set_is_the_fixed_split(split):
+    """The demo's test images (shipped, so it needs no scikit-learn) are exactly the held-out split."""
+    _, _, x_test, y_test, _ = split
+    images, labels = digits.test_set()
+    np.testing.assert_array_equal(images, x_test)
+    np.testing.assert_array_equal(labels, y_test)

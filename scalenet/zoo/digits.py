@@ -17,9 +17,14 @@ import numpy as np
 
 from ..floatnet import FloatNet, FNode
 
-__all__ = ["WEIGHTS_PATH", "SHAPES", "float_net", "load_weights", "calibration", "scale_images"]
+__all__ = ["WEIGHTS_PATH", "TEST_PATH", "SHAPES", "float_net", "load_weights", "calibration", "scale_images",
+           "test_set", "write_test_set"]
 
 WEIGHTS_PATH = Path(__file__).with_name("digits_cnn.npz")
+TEST_PATH = Path(__file__).with_name("digits_test.npz")
+"""The fixed 360-image test split (raw 0..16 pixels and labels; sklearn's digits data, BSD licence), shipped
+so the demo needs neither scikit-learn nor a download. :func:`write_test_set` regenerates it
+(``python -c "from scalenet.zoo.digits import write_test_set; write_test_set()"``, needs scikit-learn)."""
 SHAPES = {"conv1_w": (16, 1, 3, 3), "conv1_b": (16,), "conv2_w": (32, 16, 3, 3), "conv2_b": (32,),
           "fc_w": (10, 128), "fc_b": (10,)}
 PIXEL_MAX = 16.0
@@ -40,6 +45,20 @@ def calibration(path=WEIGHTS_PATH):
     """The calibration batch shipped with the weights (training images only), float32 in [0, 1]."""
     with np.load(path, allow_pickle=False) as data:
         return scale_images(data["calibration"])
+
+
+def test_set(path=TEST_PATH):
+    """(images float32 (360, 1, 8, 8) in [0, 1], labels int64 (360,)): the held-out split, never trained on."""
+    with np.load(path, allow_pickle=False) as data:
+        return scale_images(data["images"]), data["labels"].astype(np.int64)
+
+
+def write_test_set(path=TEST_PATH):
+    """Store the test split of :func:`scalenet.zoo.train_digits.load_split` as raw pixels."""
+    from .train_digits import load_split
+    _, _, x_test, y_test, _ = load_split()
+    raw = np.rint(x_test.reshape(-1, 8, 8) * PIXEL_MAX).astype(np.uint8)
+    np.savez_compressed(path, images=raw, labels=y_test.astype(np.uint8))
 
 
 def float_net(weights=None):
