@@ -103,8 +103,12 @@ class Accelerator:
                 "config": config, "raw": {"CONFIG0": self.read("CONFIG0"), "CONFIG1": self.read("CONFIG1")}}
 
     # -- loading and running -------------------------------------------------------------------------
-    def load(self, graph: Graph, *, base=0) -> LoadedNetwork:
-        """Compile (all limits checked before anything is sent) and write the network's memory image."""
+    def load(self, graph: Graph, *, base=None) -> LoadedNetwork:
+        """Compile (all limits checked before anything is sent) and write the network's memory image.
+
+        ``base`` defaults to the transport's ``mem_base`` (0, or the physical address of an mmio DMA buffer)."""
+        if base is None:
+            base = getattr(self.transport, "mem_base", 0)
         compiled = compile_graph(graph, self.config, base=base)
         if base + compiled.size > self.transport.mem_size:
             raise DeviceMismatch(f"{graph.name} needs {compiled.size} bytes of device memory from 0x{base:x}; "
@@ -204,16 +208,50 @@ class Accelerator:
 TARGETS = ("model", "sim")
 
 
-def open_target(target: str = "model", *, config: AcceleratorConfig | None = None, **kwargs) -> Accelerator:
-    """Open a device: ``"model"`` (the in-process transaction-level device) or ``"sim"`` (the RTL in the
-    compiled simulator with an AXI memory). Board transports (``serial:PORT``, ``mmio:DEVICE``) follow."""
+def open_target(target: str = "model", *, config: AcceleratorConfig | None = None, engine: str = "compiled",
+                vcd=None, progress=None, **kwargs) -> Accelerator:
+    """Open a device: ``"model"`` (the in-process transaction-level device) or ``"sim"`` (the RTL with an
+    AXI memory in a simulator: ``engine`` ``"compiled"`` (CXXRTL; falls back to pysim with a warning when
+    no C++ compiler exists) or ``"pysim"`` (Amaranth's simulator); ``vcd`` writes a trace of the run,
+    complete once the accelerator is closed; ``progress`` shows a progress bar, None: on a terminal).
+    Board transports (``serial:PORT``, ``mmio:DEVICE``) follow."""
     kind, _, arg = target.partition(":")
     if kind == "model":
+        if vcd is not None:
+            raise ScalenetError("a VCD trace needs the RTL: use target 'sim'")
         from .transport import ModelDevice
         return Accelerator(ModelTransport(ModelDevice(config)), config=config, **kwargs)
     if kind == "sim":
         from scalenet.cosim.platform import SimTransport
         kwargs.setdefault("poll_cycles", 2000)
-        kwargs.setdefault("timeout", 600.0)
-        return Accelerator(SimTransport(config=config), config=config, **kwargs)
-    raise ScalenetError(f"unknown target {target!r}: available targets are {', '.join(TARGETS)}")
+        kwargs.setdefault("timeout", 600.0 if engine == "compiled" else 3600.0)
+        transport = SimTransport(config=config, engine=engine, vcd=vcd, progress=progress)
+        try:
+            return Accelerator(transport, config=config, **kwargs)
+        except BaseException:
+            transport.close()
+            raise
+    if kind in ("serial", "mmio"):
+        if vcd is not None:
+            raise ScalenetError("a VCD trace needs the RTL: use target 'sim'")
+        transport = _open_board(kind, arg, target)
+        try:
+            return Accelerator(transport, config=config, **kwargs)
+        except BaseException:
+            transport.close()
+            raise
+    raise ScalenetError(f"unknown target {target!r}: available targets are {', '.join(TARGETS)}, "
+                        f"serial:PORT[@BAUD], mmio:REGS,DMA")
+
+
+def _open_board(kind, arg, target):
+    """The transport of a board target: ``serial:PORT[@BAUD]`` or ``mmio:REGS,DMA``."""
+    if not arg:
+        example = "serial:/dev/ttyUSB0@115200" if kind == "serial" else "mmio:/dev/uio0,/dev/udmabuf0"
+        raise ScalenetError(f"target {target!r} names no device: e.g. {example}")
+    if kind == "serial":
+        from .serial_transport import SerialTransport, parse_port
+        port, baud = parse_port(arg)
+        return SerialTransport(port, baud or 115_200)
+    from .mmio_transport import MmioTransport, parse_mmio_target
+    return MmioTransport(**parse_mmio_target(arg))

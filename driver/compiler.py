@@ -470,7 +470,7 @@ def compile_graph(graph: Graph, config: AcceleratorConfig | None = None, *, base
         layer_of.append(layer.name)
         release_dead(idx)
 
-    size = max(alloc.top, cursor)
+    size = max(alloc.top, cursor) - base          # bytes from base (the allocators hand out absolute addresses)
     image = np.zeros(_align(size), dtype=np.uint8)
     for i, desc in enumerate(descriptors):
         raw = pack_descriptor(**desc)
