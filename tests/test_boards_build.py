@@ -1,0 +1,72 @@
+"""Real board builds: an ECP5 bitstream in the default suite (the smallest useful SoC on a ULX3S 25F),
+every other board x array of the docs table in the slow suite."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from scalenet.boards.build import build
+from scalenet.boards.targets import get_board
+from scalenet.rtl.config import AcceleratorConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import board_table  # noqa: E402
+
+TINY = AcceleratorConfig(rows=2, cols=2, max_kernel=3, max_width=16, max_channels=32,
+                         line_buffer_bytes=1024, weight_buffer_bytes=1024)
+
+
+def check_ecp5_report(r, out: Path, config, board_name):
+    board = get_board(board_name)
+    dev = board.dev
+    bit = (out / "top.bit").read_bytes()
+    assert b"\xff\xff\xbd\xb3" in bit[:4096]                        # ECP5 preamble after the comment
+    assert (out / "top.svf").stat().st_size > 0
+    assert r["array"] == f"{config.rows}x{config.cols}" and r["device"] == dev.part
+    res, util = r["resources"], r["nextpnr_utilization"]
+    # The device table agrees with what nextpnr says the part holds.
+    assert util["MULT18X18D"]["available"] == dev.dsps and util["DP16KD"]["available"] == dev.brams
+    assert util["TRELLIS_COMB"]["available"] == dev.luts and util["TRELLIS_FF"]["available"] == dev.ffs
+    # Synthesis counts are the placed counts, and the pre-check's estimate matches them.
+    assert res["DP16KD"]["used"] == util["DP16KD"]["used"] == r["estimate"]["brams"]
+    assert res["MULT18X18D"]["used"] == util["MULT18X18D"]["used"]
+    assert r["estimate"]["dsps"] - 4 <= res["MULT18X18D"]["used"] <= r["estimate"]["dsps"]   # never under
+    assert res["MULT18X18D"]["used"] >= config.rows * config.cols + 4       # PEs + one requantiser
+    assert 0 < res["LUT4"]["used"] < dev.luts and 0 < res["FF"]["used"] < dev.ffs
+    # One constrained clock: the PLL output at the target.
+    (clk, fmax), = [(k, v) for k, v in r["fmax"].items() if abs(v["target_mhz"] - r["pll_mhz"]) < 0.5]
+    assert fmax["achieved_mhz"] > 0
+    assert r["timing_met"] == all(v["achieved_mhz"] >= v["target_mhz"] for v in r["fmax"].values())
+    assert all(r["step_seconds"][s] > 0 for s in ("elaborate", "synth", "pnr", "pack"))
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(r))
+
+
+@pytest.mark.slow
+def test_tiny_soc_bitstream_on_ulx3s_85f(tmp_path):
+    """2x2 array, 1 KiB buffers, 4 KiB SRAM, UART bridge, PLL at 50 MHz: a real .bit.
+
+    Marked slow for now: the SoC is 15.5 k LUT4 and place-and-route took 24 minutes on the shared machine
+    (the design's long setup paths make nextpnr work hard; issue 7 keeps it open until a bitstream fits the
+    default suite again).
+    (Not on the 25F: even a 2x2 SoC needs 34 multipliers, 26 of them outside the PE array, and the 25F
+    has 28 -- see test_boards.py.)"""
+    r = build("ulx3s-85f", TINY, freq_mhz=50, out_dir=tmp_path, mem_bytes=4096)
+    check_ecp5_report(r, tmp_path, TINY, "ulx3s-85f")
+    assert r["mem_bytes"] == 4096 and r["pll_mhz"] == 50.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board, array, overrides, mhz", board_table.ROWS,
+                         ids=[f"{b}-{a}" for b, a, _, _ in board_table.ROWS])
+def test_board_table_row_builds(tmp_path, board, array, overrides, mhz):
+    config = board_table.config_for(array, overrides)
+    r = build(board, config, freq_mhz=mhz, out_dir=tmp_path)
+    if get_board(board).family == "ecp5":
+        check_ecp5_report(r, tmp_path, config, board)
+    else:
+        assert r["bitstream"] is None and "Vivado" in r["vivado"]
+        assert {"top.v", "top.xdc", "top.tcl", "build_top.sh"} <= set(r["vivado_files"])
+        assert r["resources"]["DSP48E1"]["used"] >= config.rows * config.cols
+        assert 0 < r["resources"]["LUT"]["used"] < get_board(board).dev.luts
