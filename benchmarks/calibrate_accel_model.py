@@ -1,7 +1,8 @@
 """Fit the accelerator cycle model (scheduler/accel_model.py) to co-simulation cycle counts.
 
-Each layer of a fixed, seeded set runs alone (one descriptor) through the driver on the RTL in the compiled
-simulator; PERF_CYCLES after the run is that descriptor's cycle count. The free coefficients of each opcode
+Each layer of a fixed, seeded set runs alone (one descriptor; a Conv -> MaxPool pair fused into one)
+through the driver on the RTL in the compiled simulator; PERF_CYCLES after the run is that descriptor's
+cycle count. The free coefficients of each opcode
 class are fitted by least squares on the *relative* error, on the FIT layers only; the HELD_OUT layers
 (never fitted) report the model's error, and tests/test_accel_model.py re-checks a few of them.
 
@@ -72,6 +73,16 @@ def pool_graph(name, c, h, w, k=2, stride=2, pad=0, kind="max"):
     return Graph(name, {"x": Tensor("x", (c, h, w), _q(0.05)), "y": Tensor("y", out, q_out)}, [layer], ["x"], ["y"])
 
 
+def conv_pool_graph(name, cin, cout, h, w, k=3, pool=2, ceil=False, seed=0):
+    """Conv -> MaxPool ``pool``x``pool``/2: the compiler fuses them into one descriptor (``pool_after``)."""
+    g = conv_graph(name, cin, cout, h, w, k=k, seed=seed)
+    conv = g.layers[0]
+    mp = MaxPool(name=f"{name}_pool", inputs=["y"], output="z", kernel=(pool, pool), stride=(2, 2), ceil_mode=ceil)
+    t = dict(g.tensors)
+    t["z"] = Tensor("z", mp.out_shape([t["y"].shape]), t["y"].q)
+    return Graph(name, t, [conv, mp], ["x"], ["z"])
+
+
 def add_graph(name, c, h, w):
     layer = Add(name=name, inputs=["a", "b"], output="y")
     t = {"a": Tensor("a", (c, h, w), _q(0.05)), "b": Tensor("b", (c, h, w), _q(0.07)),
@@ -91,6 +102,8 @@ def fit_layers():
         pool_graph("ap2_8_12", 8, 12, 12, kind="avg"), pool_graph("mp2_16_8", 16, 8, 8),
         pool_graph("gap_16_8", 16, 8, 8, kind="gap"), pool_graph("gap_32_4", 32, 4, 4, kind="gap"),
         add_graph("add_8_8", 8, 8, 8), add_graph("add_16_12", 16, 12, 12), add_graph("add_4_6", 4, 6, 6),
+        conv_pool_graph("cmp2_8_8_12", 8, 8, 12, 12, seed=20), conv_pool_graph("cmp3_8_4_14", 8, 4, 14, 14, pool=3, seed=21),
+        conv_pool_graph("cmp2c_4_8_15", 4, 8, 15, 15, ceil=True, seed=22),
     ]
 
 
@@ -103,6 +116,7 @@ def held_out_layers():
         dense_graph("h_fc_96_20", 96, 20, seed=15),
         pool_graph("h_mp2_12_10", 12, 10, 10), pool_graph("h_ap3_6_9", 6, 9, 9, k=3, stride=1, pad=1, kind="avg"),
         pool_graph("h_gap_24_6", 24, 6, 6, kind="gap"), add_graph("h_add_12_10", 12, 10, 10),
+        conv_pool_graph("h_cmp2_3_8_16", 3, 8, 16, 16, seed=23), conv_pool_graph("h_cmp2_16_8_8", 16, 8, 8, 8, k=1, seed=24),
     ]
 
 
@@ -114,7 +128,7 @@ def open_sim(config=CONFIG, latency=LATENCY):
 
 
 def measure(acc, graph, seed=0):
-    """(descriptor, simulated cycles) of a one-layer graph; checks the output against the reference."""
+    """(descriptor, simulated cycles) of a one-descriptor graph; checks the output against the reference."""
     rng = np.random.default_rng(seed)
     loaded = acc.load(graph)
     (d,) = loaded.compiled.descriptors

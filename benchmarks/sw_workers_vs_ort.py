@@ -1,8 +1,8 @@
 """SCALENet's software workers vs onnxruntime on the same int8 layers, with the same thread count.
 
 Each layer (int8 activations, full-range int8 weights, per-channel scales: what the zoo networks use)
-runs as (a) SoftwareWorkers, (b) an in-memory ONNX QLinearConv/QLinearMatMul with s8 activations (s8s8:
-exact), (c) the same with the activations shifted to u8 (u8s8: onnxruntime's fast path on x86, which
+runs as (a) SoftwareWorkers (with their numpy kernels, and with their default kernels), (b) an in-memory
+ONNX QLinearConv/QLinearMatMul with s8 activations (s8s8: exact), (c) the same with the activations shifted to u8 (u8s8: onnxruntime's fast path on x86, which
 saturates int16 pair sums without VNNI, see tests/test_ort_exact.py). Best-of-N wall times and the
 ratios are printed side by side, with the number of outputs that differ from the reference.
 
@@ -97,18 +97,20 @@ def main(argv=None):
     opts.intra_op_num_threads = args.threads
     opts.inter_op_num_threads = 1
     print(f"onnxruntime {ort.__version__}, {args.threads} thread(s) everywhere, best of {args.repeats}")
-    print(f"{'layer':24s} {'workers ms':>10s} {'ORT s8s8 ms':>11s} {'ratio':>6s} {'exact':>5s} "
+    print(f"{'layer':24s} {'numpy ms':>9s} {'workers ms':>10s} {'ORT s8s8 ms':>11s} {'ratio':>6s} {'exact':>5s} "
           f"{'ORT u8s8 ms':>11s} {'ratio':>6s} {'wrong outputs':>13s}")
     rng = np.random.default_rng(1)
-    with SoftwareWorkers(args.threads) as workers:
+    with SoftwareWorkers(args.threads) as workers, SoftwareWorkers(args.threads, kernel="numpy") as numpy_workers:
         for graph in layers():
             layer = graph.layers[0]
             x = rng.integers(-128, 128, (1, *graph.tensors["x"].shape)).astype(np.int8)
             ref = graph.run(x)["y"]
             ours = workers.run_layer(graph, layer, [x])
             assert np.array_equal(ours, ref), graph.name
+            assert np.array_equal(numpy_workers.run_layer(graph, layer, [x]), ref), graph.name
+            t_numpy = best(lambda: numpy_workers.run_layer(graph, layer, [x]), args.repeats)
             t_ours = best(lambda: workers.run_layer(graph, layer, [x]), args.repeats)
-            row = [f"{graph.name:24s} {1e3 * t_ours:10.2f}"]
+            row = [f"{graph.name:24s} {1e3 * t_numpy:9.2f} {1e3 * t_ours:10.2f}"]
             for dtype in (np.int8, np.uint8):
                 model, shift = ort_model(graph, dtype)
                 onnx.checker.check_model(model)
@@ -123,8 +125,10 @@ def main(argv=None):
                 else:
                     row.append(f"{1e3 * t:11.2f} {t / t_ours:6.2f} {wrong:6d}/{ref.size:<6d}")
             print(" ".join(row))
-    print("ratio = onnxruntime time / workers time (> 1: the workers are faster). u8s8 is onnxruntime's fast "
-          "x86 path; without VNNI it saturates on full-range weights (wrong outputs), so the workers never use it.")
+    print("numpy = the workers' numpy kernels (kernel='numpy'); workers = their default kernels (onnxruntime s8s8 "
+          "QLinearConv for eligible convs and dense layers). ratio = onnxruntime time / workers time (> 1: the "
+          "workers are faster). u8s8 is onnxruntime's fast x86 path; without VNNI it saturates on full-range "
+          "weights (wrong outputs), so the workers never use it.")
 
 
 if __name__ == "__main__":

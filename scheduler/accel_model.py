@@ -14,7 +14,16 @@ Structure (rtl/top.py sequencer, rtl/conv_engine.py, rtl/pool_engine.py, rtl/add
   still streams out;
 - MAXPOOL/AVGPOOL: one window tap per cycle per output byte, the input one byte per cycle, same row
   pipeline; GLOBAL_AVGPOOL: one cycle per input byte, then one requantisation per channel;
-- ADD: one output byte per cycle; the two inputs arrive in 8-word chunks, one DMA command each.
+- ADD: one output byte per cycle; the two inputs arrive in 8-word chunks, one DMA command each;
+- a CONV with ``pool_after`` (a fused Conv -> MaxPool, driver/compiler.py ``fusable_pool``): the conv's
+  terms plus a ``fused`` constant (the fused pool's pipeline, one byte per cycle like the conv's output, so
+  it hides behind it: co-simulation gives the pair -2 to +4 cycles over the conv alone, while the pool as
+  its own descriptor costs ~0.3-0.5x the conv); the DMA writes the pooled tensor.
+
+Fused pairs in a per-layer cost table: :meth:`AccelModel.layer_estimate` costs a fusable MaxPool as the
+*increment* of the fused descriptor over its producer conv alone (``fused=True``, the default) — exact
+when both run on the accelerator in one segment, which is the only way the runtime fuses them; the
+stand-alone cost (``fused=False``) is what the pool costs when its producer runs elsewhere.
 
 A DMA-bandwidth bound (all bytes read and written over the target's sustained bandwidth) caps it from
 below. The terms above carry free coefficients per opcode class, fitted to co-simulation cycle counts by
@@ -29,11 +38,11 @@ from functools import lru_cache
 from importlib import resources as _resources
 
 from scalenet.errors import HardwareLimitError, ScalenetError
-from scalenet.ir import Concat, Flatten, Graph
+from scalenet.ir import Concat, Flatten, Graph, MaxPool
 from scalenet.rtl.config import AcceleratorConfig
 from scalenet.rtl.regmap import DESCRIPTOR_BYTES, Opcode
 
-__all__ = ["CLASSES", "TERMS", "AccelModel", "descriptor_class", "descriptor_terms", "layer_descriptors",
+__all__ = ["CLASSES", "TERMS", "AccelModel", "descriptor_class", "descriptor_terms", "layer_descriptors", "fused_producer",
            "load_coefficients", "DEFAULT_COEFFICIENTS"]
 
 _ADD_CHUNK_WORDS = 8          # rtl/top.py ADD_CHUNK_WORDS (imported lazily below to keep Amaranth out)
@@ -41,13 +50,13 @@ _DIV_CYCLES = 20              # Divider(18): start + 18 quotient bits + result
 
 CLASSES = ("conv", "pool", "gap", "add")
 TERMS = {
-    "conv": ("const", "load", "first", "rows", "tail"),
+    "conv": ("const", "load", "first", "rows", "tail", "fused"),
     "pool": ("const", "load", "first", "rows", "tail"),
     "gap": ("const", "load", "bytes", "tail"),
     "add": ("const", "load", "bytes", "chunks"),
 }
 DEFAULT_COEFFICIENTS = {
-    "conv": {"const": 20.0, "load": 1.0, "first": 1.0, "rows": 1.0, "tail": 1.0},
+    "conv": {"const": 20.0, "load": 1.0, "first": 1.0, "rows": 1.0, "tail": 1.0, "fused": 4.0},
     "pool": {"const": 20.0, "load": 1.0, "first": 1.0, "rows": 1.0, "tail": 1.0},
     "gap": {"const": 20.0, "load": 1.0, "bytes": 1.0, "tail": 1.0},
     "add": {"const": 20.0, "load": 1.0, "bytes": 1.0, "chunks": 1.0},
@@ -83,7 +92,12 @@ def descriptor_terms(d: dict, cfg: AcceleratorConfig, latency: int) -> tuple:
     pt = d.get("pad_top", 0)
     param_beats = -(-d.get("param_bytes", 0) // nb)
     in_bytes = h * w * cin
-    out_bytes = oh * ow * cout
+    pool_k = d.get("pool_after", 0)
+    if cls == "conv" and pool_k:            # out_height/out_width stay the conv's; the DMA writes the pool's
+        ceil = d.get("pool_ceil", 0)
+        out_bytes = (((oh - pool_k + ceil) >> 1) + 1) * (((ow - pool_k + ceil) >> 1) + 1) * cout
+    else:
+        out_bytes = oh * ow * cout
     dma_bytes = DESCRIPTOR_BYTES + d.get("param_bytes", 0) + d.get("weight_bytes", 0) + in_bytes + out_bytes
     t = {"const": 1.0}
     first_rows = min(h, max(1, kh - pt)) if cls in ("conv", "pool") else 0
@@ -99,6 +113,7 @@ def descriptor_terms(d: dict, cfg: AcceleratorConfig, latency: int) -> tuple:
         t["first"] = in_first + compute_row
         t["rows"] = (oh - 1) * max(compute_row, in_row, ow * cout)
         t["tail"] = ow * cout
+        t["fused"] = 1.0 if pool_k else 0.0
     elif cls == "pool":
         t["load"] = (latency + param_beats if param_beats else 0) + latency
         compute_row = ow * cin * kh * kw
@@ -140,11 +155,27 @@ def load_coefficients(name="accel_cycles.json") -> dict:
 
 def layer_descriptors(graph: Graph, layer, config: AcceleratorConfig) -> list:
     """The descriptors the compiler makes for ``layer`` alone; raises HardwareLimitError if it cannot."""
+    return _sub_descriptors(graph, [layer], config)
+
+
+def _sub_descriptors(graph, layers, config):
     from scalenet.driver.compiler import compile_graph
-    needed = list(dict.fromkeys(layer.inputs))
-    tensors = {n: graph.tensors[n] for n in needed + [layer.output]}
-    sub = Graph(f"{graph.name}/{layer.name}", tensors, [layer], needed, [layer.output])
+    made = {l.output for l in layers}
+    needed = list(dict.fromkeys(i for l in layers for i in l.inputs if i not in made))
+    tensors = {n: graph.tensors[n] for n in needed + [l.output for l in layers]}
+    sub = Graph(f"{graph.name}/{'+'.join(l.name for l in layers)}", tensors, list(layers), needed, [layers[-1].output])
     return compile_graph(sub, config).descriptors
+
+
+def fused_producer(graph: Graph, layer, config: AcceleratorConfig):
+    """The Conv that ``layer`` (a MaxPool) runs fused with when both are on the accelerator, or None."""
+    from scalenet.driver.compiler import fusable_pool
+    if not isinstance(layer, MaxPool):
+        return None
+    producer = next((l for l in graph.layers if l.output == layer.inputs[0]), None)
+    if producer is None or fusable_pool(graph, producer, config) is not layer:
+        return None
+    return producer
 
 
 @dataclass
@@ -174,12 +205,28 @@ class AccelModel:
                            else self.config.data_bytes)
         return max(engine, dma_bytes / bytes_per_cycle), dma_bytes
 
-    def layer_estimate(self, graph: Graph, layer) -> tuple:
+    def layer_estimate(self, graph: Graph, layer, *, fused=True) -> tuple:
         """(cycles, DMA bytes) of ``layer`` on the accelerator (zero for concat/flatten: placement only).
-        Raises :class:`HardwareLimitError` when the hardware cannot run it."""
+
+        A MaxPool the compiler fuses into its producer conv costs (``fused=True``) the fused descriptor's
+        increment over the conv alone, never below zero (the bytes it saves are not credited); with
+        ``fused=False``, or when it is not fusable, its own descriptor. Raises
+        :class:`HardwareLimitError` when the hardware cannot run it."""
         if isinstance(layer, (Flatten, Concat)):
             return 0.0, 0
-        parts = [self._descriptor(d) for d in layer_descriptors(graph, layer, self.config)]
+        conv = fused_producer(graph, layer, self.config) if fused else None
+        if conv is not None:
+            try:
+                pair = self._estimate(_sub_descriptors(graph, [conv, layer], self.config))
+                alone = self._estimate(layer_descriptors(graph, conv, self.config))
+            except HardwareLimitError:
+                conv = None                  # the conv cannot run there: the pool would run alone
+            else:
+                return max(pair[0] - alone[0], 0.0), max(pair[1] - alone[1], 0)
+        return self._estimate(layer_descriptors(graph, layer, self.config))
+
+    def _estimate(self, descriptors):
+        parts = [self._descriptor(d) for d in descriptors]
         return float(sum(c for c, _ in parts)), int(sum(b for _, b in parts))
 
     def layer_cycles(self, graph: Graph, layer) -> float:

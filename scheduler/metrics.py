@@ -7,7 +7,12 @@ Per (layer, resource), one frame:
 - ``accel``: latency from the calibrated cycle model (:mod:`.accel_model`) at the target's clock and memory
   system; power = device static + resource-based dynamic power x activity (:mod:`.power`); energy =
   dynamic power x latency + DMA bytes x DRAM energy per byte. Missing when the compiler's limit checks
-  reject the layer (HardwareLimitError). Concat and flatten cost nothing there (placement only).
+  reject the layer (HardwareLimitError). Concat and flatten cost nothing there (placement only). A max
+  pool the compiler fuses into its producer conv (``pool_after``) costs the fused descriptor's increment
+  over the conv alone (a few cycles): the table is per layer, so this is the pool's cost *given its
+  producer also runs on the accelerator* — the only way the runtime fuses them; its stand-alone cost is
+  kept in ``meta["accel_standalone"]`` (the runtime prices an executed placement that separates the pair
+  with it), ``meta["accel_fused_pools"]`` maps such pools to their conv.
 - transfers ``cpu`` <-> ``accel``: the target's link (cache maintenance on shared DDR, or a UART), bytes
   over bandwidth plus a fixed latency, energy per byte.
 
@@ -18,20 +23,21 @@ never changes outputs (tests/test_scheduler_workers.py).
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 from scalenet.errors import HardwareLimitError
 from scalenet.ir import Concat, Flatten, Graph
 from scalenet.rtl.config import AcceleratorConfig
 
 from . import power
-from .accel_model import AccelModel, load_coefficients
+from .accel_model import AccelModel, fused_producer, load_coefficients
 from .costs import CostTable, LayerCost, ResourceSpec
 from .cpu_model import get_cpu_model, layer_class, layer_work
 from .targets import Target, get_target
 
 __all__ = ["build_cost_table", "accel_model_for", "MODEL_VERSION"]
 
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 
 
 def accel_model_for(target: Target, config: AcceleratorConfig | None = None) -> AccelModel:
@@ -41,17 +47,19 @@ def accel_model_for(target: Target, config: AcceleratorConfig | None = None) -> 
 
 
 def build_cost_table(graph: Graph, target="zedboard", *, config: AcceleratorConfig | None = None,
-                     activity=None, threads: int | None = None) -> CostTable:
+                     activity=None, threads: int | None = None, cpu_model=None) -> CostTable:
     """Costs of every layer of ``graph`` on the ``cpu`` and ``accel`` resources of ``target``.
 
     ``config`` overrides the target's array configuration, ``activity`` the accelerator's toggle rate
     (default :data:`.power.DEFAULT_ACTIVITY`; :func:`.power.activity_from_trace` turns a co-simulation
-    trace into one), ``threads`` the number of software workers (default: all the target's cores).
+    trace into one), ``threads`` the number of software workers (default: all the target's cores),
+    ``cpu_model`` a :class:`~.cpu_model.CpuModel` replacing the target's (e.g. one fitted in situ by
+    :func:`~.cpu_model.fit_host_model`).
     """
     tgt = get_target(target)
     cfg = config or tgt.accel
     threads = tgt.cpu_cores if threads is None else threads
-    cpu = get_cpu_model(tgt.cpu, tgt.cpu_clock_hz or None)
+    cpu = cpu_model or get_cpu_model(tgt.cpu, tgt.cpu_clock_hz or None)
     cpu_p = power.cpu_power(tgt.cpu, tgt.cpu_clock_hz, threads)
     acc_model = accel_model_for(tgt, cfg)
     acc_p = power.accel_power(tgt.device, cfg, tgt.accel_clock_hz, activity=activity)
@@ -65,7 +73,13 @@ def build_cost_table(graph: Graph, target="zedboard", *, config: AcceleratorConf
     producer = {l.output: l.name for l in graph.layers}
     preds = {l.name: [producer[i] for i in dict.fromkeys(l.inputs) if i in producer] for l in graph.layers}
     out_bytes = {l.name: int(math.prod(graph.tensors[l.output].shape)) for l in graph.layers}
-    cost, unsupported = {}, {}
+    cost, unsupported, fused_pools, standalone = {}, {}, {}, {}
+
+    def accel_cost(cycles, nbytes):
+        t_acc = cycles / tgt.accel_clock_hz
+        energy = acc_p["dynamic"] * t_acc + nbytes * j_per_byte
+        return LayerCost(t_acc, energy, acc_p["static"] + (energy / t_acc if t_acc else 0.0))
+
     for layer in graph.layers:
         t_cpu = cpu.layer_seconds(graph, layer, threads)
         cost[(layer.name, "cpu")] = LayerCost(t_cpu, cpu_p["dynamic"] * t_cpu, cpu_p["total"])
@@ -73,13 +87,13 @@ def build_cost_table(graph: Graph, target="zedboard", *, config: AcceleratorConf
             cost[(layer.name, "accel")] = LayerCost(0.0, 0.0, acc_p["static"])
             continue
         try:
-            cycles, nbytes = acc_model.layer_estimate(graph, layer)
-            t_acc = cycles / tgt.accel_clock_hz
+            cost[(layer.name, "accel")] = accel_cost(*acc_model.layer_estimate(graph, layer))
+            conv = fused_producer(graph, layer, cfg)
+            if conv is not None:
+                fused_pools[layer.name] = conv.name
+                standalone[layer.name] = asdict(accel_cost(*acc_model.layer_estimate(graph, layer, fused=False)))
         except HardwareLimitError as e:
             unsupported[layer.name] = str(e)
-            continue
-        energy = acc_p["dynamic"] * t_acc + nbytes * j_per_byte
-        cost[(layer.name, "accel")] = LayerCost(t_acc, energy, acc_p["static"] + (energy / t_acc if t_acc else 0.0))
 
     bandwidth, epb, latency = {}, {}, 0.0
     if tgt.link is not None:
@@ -102,4 +116,5 @@ def build_cost_table(graph: Graph, target="zedboard", *, config: AcceleratorConf
             "layer_classes": {l.name: layer_class(l) for l in graph.layers},
             "layer_work": {l.name: layer_work(graph, l) for l in graph.layers},
             "unsupported": unsupported, "power_modelled": True,
+            "accel_fused_pools": fused_pools, "accel_standalone": standalone,
         })

@@ -9,8 +9,11 @@ inputs, so frame n+1's software layers run while frame n's accelerator segment d
 ``max_in_flight`` frames deep). The in-order queues cannot deadlock: both follow one topological order.
 
 Measured per-layer times are real: the accelerator's from its PERF_CYCLES counter (each descriptor is
-started on its own, so every layer gets its own count) divided by the target's clock — on the simulator
-these are the cycles the RTL took — and the software layers' wall time. A frame's measured latency
+started on its own, so every layer gets its own count; a fused conv + max pool descriptor is counted on
+the conv, the pool measures 0) divided by the target's clock — on the simulator these are the cycles the
+RTL took — and the software layers' wall time (or their thread's CPU time). The prediction is the cost
+table's, except that a max pool the table priced as fused into its conv is priced stand-alone when the
+execution separates them (different segments, or ``fuse_pool=False``). A frame's measured latency
 puts the measured layer times through the schedule's own timing model (:func:`.schedule.evaluate`; moves
 between resources keep their modelled cost), so predicted and measured differ only by the layer costs.
 Outputs are bit-exact with :meth:`Graph.run` whatever the placement.
@@ -19,6 +22,7 @@ Outputs are bit-exact with :meth:`Graph.run` whatever the placement.
 from __future__ import annotations
 
 import statistics
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -173,6 +177,23 @@ def split_segments(schedule: Schedule, graph: Graph) -> tuple:
     return segments, placement, notes
 
 
+def _executed_table(table: CostTable, segments, fuse_pool) -> CostTable:
+    """``table`` with the stand-alone accelerator cost for every max pool the cost table priced as fused
+    into its producer conv (``meta["accel_fused_pools"]``) that will not run fused: its conv is in another
+    segment, or fusion is off."""
+    fused = table.meta.get("accel_fused_pools", {})
+    standalone = table.meta.get("accel_standalone", {})
+    segment_of = {l.name: s for s in segments for l in s.layers}
+    alone = [p for p, conv in fused.items() if p in segment_of and segment_of[p].kind == "accel"
+             and (not fuse_pool or segment_of.get(conv) is not segment_of[p])]
+    if not alone:
+        return table
+    cost = dict(table.cost)
+    for p in alone:
+        cost[(p, segment_of[p].resource)] = LayerCost(**standalone[p])
+    return replace(table, cost=cost)
+
+
 class Runtime:
     """Execute ``schedule`` for ``graph``: ``accelerator`` is a driver :class:`Accelerator` or a target
     name for :func:`~scalenet.driver.accelerator.open_target` (default ``"model"``); ``workers`` a
@@ -192,7 +213,8 @@ class Runtime:
         self.schedule, self.graph = schedule, graph
         self.max_in_flight = max_in_flight
         self.segments, self.placement, self.notes = split_segments(schedule, graph)
-        self.predicted = evaluate(schedule.table, self.placement, schedule.deadline_s, period_s=schedule.period_s,
+        self.table = _executed_table(schedule.table, self.segments, fuse_pool)
+        self.predicted = evaluate(self.table, self.placement, schedule.deadline_s, period_s=schedule.period_s,
                                   weights=schedule.weights, method="executed")
         self._owned = []
         self.acc = None
@@ -226,7 +248,7 @@ class Runtime:
             tensors = {n: g.tensors[n] for n in seg.inputs + [l.output for l in seg.layers]}
             seg.graph = Graph(f"{g.name}/segment{seg.index}", tensors, seg.layers, seg.inputs, seg.outputs)
             compiled = compile_graph(seg.graph, self.acc.config, base=base, fuse_pool=fuse_pool)
-            end = compiled.size          # CompiledNetwork.size is the end address (it counts ``base``)
+            end = base + compiled.size   # CompiledNetwork.size counts bytes from ``base``
             if end > self.acc.transport.mem_size:
                 raise DeviceMismatch(f"{g.name}: the accelerator segments need {end} bytes of device memory; "
                                      f"the device has {self.acc.transport.mem_size}")
@@ -286,6 +308,18 @@ class Runtime:
                                                                  np.uint8))[None]
         return cycles
 
+    def _core_split(self):
+        """(software cores, simulator core) when the accelerator is simulated on this host and there are two
+        cores or more, else None. A board's accelerator does not run on the CPU; a simulated one does, and on
+        a shared core its multi-megabyte model would evict the software layers' caches between frames (a
+        cost no real system pays), so the simulator gets a core of its own."""
+        if self.acc is None or not hasattr(self.acc.transport, "platform") or not hasattr(os, "sched_setaffinity"):
+            return None
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            return None
+        return set(cores[:-1]), {cores[-1]}
+
     def run(self, x, *, pipeline=True) -> RunResult:
         """Run every frame of ``x`` (one sample or a batch); ``pipeline=False`` runs them one after the
         other in this thread (the reference for the overlap's gain)."""
@@ -316,8 +350,12 @@ class Runtime:
                     fr["complete"].set()
             fr["done"][seg.index].set()
 
+        pins = self._core_split()
+
         def worker(resource):
             try:
+                if pins:
+                    os.sched_setaffinity(0, pins[self.schedule.table.resources[resource].kind == "accel"])
                 mine = [s for s in self.segments if s.resource == resource]
                 for f in range(n):
                     if f >= self.max_in_flight:
@@ -357,7 +395,7 @@ class Runtime:
 
     def measured_schedule(self, layer_seconds: dict) -> Schedule:
         """The executed placement re-timed with measured layer times (moves keep their modelled cost)."""
-        table: CostTable = self.schedule.table
+        table: CostTable = self.table
         cost = dict(table.cost)
         for layer, resource in self.placement.items():
             old = cost[(layer, resource)]

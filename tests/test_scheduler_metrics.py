@@ -14,7 +14,7 @@ from scalenet.quant import QParams
 from scalenet.rtl.config import AcceleratorConfig
 from scalenet.scheduler import power
 from scalenet.scheduler.accel_model import layer_descriptors
-from scalenet.scheduler.cpu_model import get_cpu_model, layer_class, load_host_model
+from scalenet.scheduler.cpu_model import MIN_PARALLEL_WORK, get_cpu_model, layer_class, layer_features, load_host_model
 from scalenet.scheduler.metrics import build_cost_table
 from scalenet.scheduler.targets import TARGETS, get_target
 
@@ -81,11 +81,16 @@ def test_activity_from_a_toggle_report():
 
 def test_cpu_models_default_and_calibrated(tmp_path):
     a9 = get_cpu_model("cortex-a9", 667e6)
-    assert a9.seconds("conv", 1e6, 2) < a9.seconds("conv", 1e6, 1) < a9.seconds("conv", 2e6, 1)
+    assert a9.seconds("conv", 4e6, 2) < a9.seconds("conv", 4e6, 1) < a9.seconds("conv", 8e6, 1)
+    # below the split threshold a layer runs whole on one worker: more threads do not help
+    small = MIN_PARALLEL_WORK["conv"] // 2
+    assert a9.seconds("conv", small, 2) == a9.seconds("conv", small, 1)
     f = tmp_path / "host.json"
-    f.write_text(json.dumps({"source": "test", "kinds": {"conv": {"overhead_s": 1e-3, "rate": 1e9, "efficiency": 0.5}}}))
+    f.write_text(json.dumps({"source": "test", "kinds": {"conv": {"overhead_s": 1e-3, "rate": 1e9, "efficiency": 0.5,
+                                                                 "element_s": 1e-9, "pass_s": 1e-6}}}))
     host = load_host_model(f)
     assert host.calibrated and host.seconds("conv", 1e9, 3) == pytest.approx(1e-3 + 0.5)
+    assert host.seconds("conv", 1e9, 3, elements=1e6, passes=2) == pytest.approx(1e-3 + (1 + 1e-3 + 2e-6) / 2)
     assert "dense" in host.kinds                     # classes not in the file keep the defaults
     assert load_host_model(tmp_path / "missing.json").calibrated is False
     with pytest.raises(ScalenetError, match="unknown CPU model"):
@@ -167,3 +172,29 @@ def test_activity_changes_accelerator_energy_not_latency():
             ca, cb = a.cost[(layer.name, "accel")], b.cost[(layer.name, "accel")]
             assert ca.latency_s == cb.latency_s and cb.energy_j > ca.energy_j
     assert math.isclose(a.meta["activity"], 0.05)
+
+
+def test_cpu_model_features_of_a_network():
+    """The host model's inputs: im2col row copies only for kernels above 1x1, weight bytes for conv/dense,
+    extra passes for a clamp the output type does not already apply and for each max-pool tap."""
+    g = zoo.build("lenet5")
+    by = {l.name: l for l in g.layers}
+    c1 = layer_features(g, by["c1"])             # 1 -> 6, 5x5, 28x28 out
+    assert c1["work"] == g.layer_macs(by["c1"]) and c1["elements"] == 6 * 28 * 28
+    assert c1["patch"] == 28 * 28 * 5 and c1["weights"] == 6 * 25
+    assert layer_features(g, by["s2"])["passes"] == 4 and layer_features(g, by["s2"])["weights"] == 0
+    q = g.tensors[by["f6"].output].q.dtype
+    assert layer_features(g, by["f6"])["passes"] == int(by["f6"].lo is not None and by["f6"].lo > q.lo)
+
+
+def test_fused_max_pools_cost_their_increment_on_the_accelerator():
+    """digits CNN on the ZedBoard: each Conv -> MaxPool pair the compiler fuses has the pool priced as a
+    few cycles over its conv, and its stand-alone price kept for executions that separate them."""
+    graph = zoo.build("digits_cnn")
+    table = build_cost_table(graph, "zedboard")
+    assert table.meta["accel_fused_pools"] == {"pool1": "conv1", "pool2": "conv2"}
+    for pool, conv in table.meta["accel_fused_pools"].items():
+        fused = table.cost[(pool, "accel")].latency_s
+        alone = table.meta["accel_standalone"][pool]["latency_s"]
+        assert 0 <= fused < 0.1 * alone and alone > 0
+        assert fused < 0.1 * table.cost[(conv, "accel")].latency_s

@@ -8,7 +8,7 @@ from scalenet import zoo
 from scalenet.errors import ScalenetError, ShapeError
 from scalenet.ir import Add, AvgPool, Clip, Concat, Conv, Dense, Flatten, GlobalAvgPool, Graph, MaxPool, Tensor
 from scalenet.quant import QParams
-from scalenet.scheduler.workers import SoftwareWorkers, _conv_tiles
+from scalenet.scheduler.workers import SoftwareWorkers, _conv_tiles, max_pool, ort_dense_eligible
 
 
 def _q(scale, dtype="int8", zp=0):
@@ -65,18 +65,78 @@ def layer_cases():
     return cases
 
 
-@pytest.mark.parametrize("threads,kernel", [(1, "numpy"), (3, "numpy"), (2, "auto")])
+@pytest.mark.parametrize("threads,kernel,split", [(1, "numpy", False), (3, "numpy", True), (2, "auto", True),
+                                                  (2, "auto", False)])
 @pytest.mark.parametrize("case", layer_cases(), ids=lambda c: c[0])
-def test_every_layer_kind_is_bit_exact(case, threads, kernel):
+def test_every_layer_kind_is_bit_exact(case, threads, kernel, split):
+    """Every kind, whole and cut into tiles over samples and channels (``split_all``), both kernel sets."""
     name, layer, shapes, qs, out_q = case
     graph = _one_layer(layer, shapes, qs, out_q)
     rng = np.random.default_rng(hash(name) % 2**32)
     xs = [_rand(rng, (2, *graph.tensors[n].shape), graph.tensors[n].q.dtype.np_dtype) for n in layer.inputs]
     ref = layer.forward(xs, [graph.tensors[n].q for n in layer.inputs], out_q)
-    with SoftwareWorkers(threads, kernel=kernel) as workers:
+    with SoftwareWorkers(threads, kernel=kernel, split_all=split) as workers:
         out = workers.run_layer(graph, layer, xs)
+        again = workers.run_layer(graph, layer, xs)          # the prepared plan, reused
     assert out.dtype == ref.dtype
     np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(again, ref)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_dense_on_onnxruntime_is_bit_exact_over_the_full_range(seed):
+    """Dense layers run as onnxruntime s8s8 1x1 QLinearConv: full-range weights and activations, per-tensor
+    and per-channel scales, biases, zero points, clamps, batches; identical to the reference."""
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(500 + seed)
+    fin, fout = int(rng.integers(1, 700)), int(rng.integers(1, 120))
+    scale = rng.uniform(0.001, 0.03, fout).astype(np.float32) if seed % 2 else np.float32(rng.uniform(0.001, 0.03))
+    lo, hi = [(None, None), (0, None), (-128, None), (-20, 90)][seed % 4]
+    layer = Dense(name="d", inputs=["x"], output="y", weight=_rand(rng, (fout, fin), np.int8),
+                  w_q=QParams(scale, 0, "int8"), bias=rng.integers(-200000, 200000, fout), lo=lo, hi=hi)
+    in_q = _q(rng.uniform(0.002, 0.1), "int8", int(rng.integers(-128, 128)))
+    out_q = _q(rng.uniform(0.05, 4.0), "int8", int(rng.integers(-128, 128)))
+    graph = _one_layer(layer, [(fin,)], [in_q], out_q)
+    assert ort_dense_eligible(layer, in_q, out_q)
+    x = _rand(rng, (3, fin), np.int8)
+    ref = layer.forward([x], [in_q], out_q)
+    for threads, split in ((1, False), (2, True)):
+        with SoftwareWorkers(threads, kernel="ort", split_all=split) as workers:
+            np.testing.assert_array_equal(workers.run_layer(graph, layer, [x]), ref)
+
+
+def test_layers_onnxruntime_cannot_compute_exactly_stay_on_numpy():
+    rng = np.random.default_rng(3)
+    layer = Dense(name="d", inputs=["x"], output="y", weight=_rand(rng, (4, 8), np.int8), w_q=_q(0.01))
+    assert not ort_dense_eligible(layer, _q(0.05, "uint8", 3), _q(0.1, "uint8"))    # u8s8 saturates on AVX2
+    assert ort_dense_eligible(layer, _q(0.05), _q(0.1))
+    wide = Dense(name="w", inputs=["x"], output="y", weight=np.full((2, 70000), 127, np.int8), w_q=_q(0.01))
+    assert not ort_dense_eligible(wide, _q(0.05), _q(0.1))      # its accumulator could leave int32
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_max_pool_matches_the_reference_kernel(dtype):
+    from scalenet import kernels
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        k = tuple(int(v) for v in rng.integers(1, 4, 2))
+        s = tuple(int(v) for v in rng.integers(1, 3, 2))
+        pads = tuple(int(rng.integers(0, k[i % 2])) for i in range(4))
+        h, w = (int(v) for v in rng.integers(max(k) + 1, 12, 2))
+        x = _rand(rng, (2, 3, h, w), dtype)
+        ceil = bool(rng.integers(0, 2))
+        np.testing.assert_array_equal(max_pool(x, k, s, pads, ceil), kernels.max_pool(x, k, s, pads, 1, ceil))
+    x1 = _rand(rng, (2, 3, 17), dtype)
+    np.testing.assert_array_equal(max_pool(x1, (3,), (2,), (1, 1), True), kernels.max_pool(x1, (3,), (2,), (1, 1), 1, True))
+
+
+def test_small_layers_run_whole_large_ones_are_split():
+    g = zoo.build("digits_cnn")
+    with SoftwareWorkers(2) as w:
+        assert all(w.ways(g, l) == 1 for l in g.layers)        # tiles would cost more than they save
+    big = _one_layer(_conv(np.random.default_rng(0), "c", 64, 64, 3, pads=(1, 1, 1, 1)), [(64, 28, 28)], [_q(0.1)], _q(0.2))
+    with SoftwareWorkers(2) as w, SoftwareWorkers(1) as w1:
+        assert w.ways(big, big.layers[0]) == 2 and w1.ways(big, big.layers[0]) == 1
 
 
 def test_conv_tiles_partition_the_output_channels_by_whole_groups():
