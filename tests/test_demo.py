@@ -76,3 +76,18 @@ def test_demo_bad_options(tmp_path, capsys, argv, message):
 def test_unknown_app():
     with pytest.raises(DemoError, match="unknown application"):
         run_demo("video", out_dir="unused")
+
+
+def test_eeg_demo_reports_detection_on_synthetic_data(tmp_path):
+    from scalenet.demo import EEG_DEMO_HOURS
+    from scalenet.eeg import detect, synth
+    result = run_demo("eeg", out_dir=tmp_path, backend="model", frames=2, quiet=True)
+    s = result.summary
+    expected = detect.evaluate(zoo.build("eeg_mpcnn"), synth.generate(EEG_DEMO_HOURS * 3600, seed=2026, n_seizures=10))
+    d = s["detection"]
+    assert d["synthetic"] is True and s["data"] == "synthetic"
+    assert (d["seizures"], d["detected"], d["false_alarms"]) == (expected["seizures"], expected["detected"],
+                                                                 expected["false_alarms"])
+    assert all(v for k, v in s["bit_exact"].items() if k != "frames")
+    text = result.report.read_text()
+    assert "**Synthetic EEG data**" in text and f"sensitivity {d['sensitivity'] * 100:.1f} %" in text

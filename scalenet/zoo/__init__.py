@@ -5,8 +5,10 @@ ImageNet) and seizure detection on raw EEG. Its exact list is not public, so the
 classic networks of that period at their published sizes (layer tables, parameter and MAC counts in
 :mod:`scalenet.zoo.networks`; each entry of :data:`NETWORKS` names its source) with seeded random
 He-initialised weights: they are workloads for the accelerator and the scheduler, not classifiers.
-``digits_cnn`` (application ``"demo"``) is the exception: a small CNN trained on the sklearn 8x8 digits,
-whose float weights ship with the package, to show the accuracy of the int8 path end to end.
+Two networks ship trained float weights, to show the accuracy of the int8 path end to end:
+``digits_cnn`` (application ``"demo"``), a small CNN trained on the sklearn 8x8 digits, and
+``eeg_mpcnn``, trained on SYNTHETIC EEG (:mod:`scalenet.eeg.synth`, :mod:`scalenet.zoo.train_eeg`):
+``seed=None`` (the default) loads its trained weights, an integer seed gives the He-random workload.
 
 >>> g = build("lenet5")           # quantised IR Graph (cached per name and seed)
 >>> f = float_net("lenet5")       # the float network it was quantised from
@@ -22,7 +24,7 @@ from . import digits as _digits
 from ._builder import structure
 from .networks import BUILDERS
 
-__all__ = ["NETWORKS", "PAPER_NETWORKS", "float_net", "build", "info", "calibration_data", "clear_cache"]
+__all__ = ["NETWORKS", "PAPER_NETWORKS", "TRAINED", "float_net", "build", "info", "calibration_data", "clear_cache"]
 
 
 def _entry(description, input_shape, application, source, params, macs, reference, calibration_samples=8):
@@ -70,7 +72,8 @@ NETWORKS = {
     "eeg_mpcnn": _entry(
         "Seizure detection MPCNN on raw EEG: 3x (conv1d + maxpool4), fc32, fc2", (23, 256), "eeg",
         "after Page, Shea & Mohsenin, Wearable seizure detection using CNNs with transfer learning, "
-        "ISCAS 2016 (MPCNN); layer table ours (see networks.eeg_mpcnn)",
+        "ISCAS 2016 (MPCNN); layer table ours (see networks.eeg_mpcnn); default weights trained on "
+        "SYNTHETIC EEG by scalenet/zoo/train_eeg.py (eeg_mpcnn.npz)",
         19_682, 929_856, "own layer table: 19,682 params, 929,856 MACs"),
     "digits_cnn": _entry(
         "Trained demo CNN for the 8x8 sklearn digits (not a paper network)", (1, 8, 8), "demo",
@@ -81,6 +84,9 @@ NETWORKS = {
 PAPER_NETWORKS = tuple(n for n, e in NETWORKS.items() if e["application"] != "demo")
 """The nine networks that stand for the paper's workloads (``digits_cnn`` excluded)."""
 
+TRAINED = ("eeg_mpcnn",)
+"""Paper networks that ship trained weights, used when ``seed`` is None (an integer seed: random)."""
+
 _CACHE: dict = {}
 
 
@@ -89,35 +95,53 @@ def _check(name):
         raise KeyError(f"unknown zoo network {name!r}; known: {', '.join(NETWORKS)}")
 
 
-def float_net(name, seed=0, *, lazy=False) -> FloatNet:
-    """The float32 network ``name`` with weights seeded by ``seed`` (``digits_cnn``: the shipped trained
-    weights, ``seed`` ignored). ``lazy=True`` gives the structure only (zero weights, no memory)."""
+def _trained(name, seed):
+    return name in TRAINED and seed is None
+
+
+def float_net(name, seed=None, *, lazy=False) -> FloatNet:
+    """The float32 network ``name`` with weights seeded by ``seed`` (None: 0, or the shipped trained
+    weights of the :data:`TRAINED` networks; ``digits_cnn``: always the shipped trained weights, ``seed``
+    ignored). ``lazy=True`` gives the structure only (zero weights, no memory)."""
     _check(name)
     if name == "digits_cnn":
         if lazy:
             return _digits.float_net({k: np.broadcast_to(np.float32(0), s) for k, s in _digits.SHAPES.items()})
         return _digits.float_net()
+    if _trained(name, seed) and not lazy:
+        from . import train_eeg
+        net = train_eeg.float_net(train_eeg.load_weights())
+        net.meta.update(zoo=name, seed=None, application=NETWORKS[name]["application"])
+        return net
+    seed = 0 if seed is None else seed
     net = BUILDERS[name](seed=seed, lazy=lazy)
     net.meta.update(zoo=name, seed=seed, application=NETWORKS[name]["application"])
     return net
 
 
-def calibration_data(name, seed=0, samples=None):
+def calibration_data(name, seed=None, samples=None):
     """The default calibration batch: seeded standard-normal inputs (like normalised images or EEG),
     ``NETWORKS[name]["calibration_samples"]`` of them (1-8: enough for the min/max ranges of random
-    weights and fast at 224x224); for ``digits_cnn``, the shipped batch of real training images."""
+    weights and fast at 224x224); for the trained networks, the shipped batch of training inputs."""
     _check(name)
     if name == "digits_cnn":
         return _digits.calibration()
+    if _trained(name, seed):
+        from . import train_eeg
+        return train_eeg.calibration()
+    seed = 0 if seed is None else seed
     n = samples or NETWORKS[name]["calibration_samples"]
     rng = np.random.default_rng([seed, 0x5CA1E])
     return rng.standard_normal((n, *NETWORKS[name]["input_shape"]), dtype=np.float32)
 
 
-def build(name, *, seed=0, calibration=None) -> Graph:
-    """The quantised int8 graph of ``name``. Built graphs with the default calibration are cached per
-    (name, seed) in this process and shared: treat them as read-only (see :func:`clear_cache`)."""
+def build(name, *, seed=None, calibration=None) -> Graph:
+    """The quantised int8 graph of ``name`` (``seed`` as in :func:`float_net`). Built graphs with the
+    default calibration are cached per (name, seed) in this process and shared: treat them as read-only
+    (see :func:`clear_cache`)."""
     _check(name)
+    if not _trained(name, seed) and seed is None:
+        seed = 0
     key = (name, seed)
     if calibration is None and key in _CACHE:
         return _CACHE[key]
