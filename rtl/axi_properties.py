@@ -189,13 +189,10 @@ def free_inputs(component):
             if member.flow == wiring.In]
 
 
-class DMAHarness(Elaboratable):
-    """The DMA engine with every input free, its AXI4 master port under the master rules."""
+class _Harness(Elaboratable):
+    """A component under test (``dut``) whose inputs are the proof's free variables (``ports``)."""
 
-    def __init__(self, *, addr_width=16, data_width=32, max_outstanding=2):
-        self.dut = DMA(addr_width=addr_width, data_width=data_width, max_outstanding=max_outstanding)
-        self._data_bytes = data_width // 8
-        self._max_outstanding = max_outstanding
+    dut: wiring.Component
 
     @property
     def ports(self):
@@ -203,15 +200,27 @@ class DMAHarness(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.dut = dut = self.dut
+        m.submodules.dut = self.dut
+        self.add_rules(m, self.dut)
+        return m
+
+
+class DMAHarness(_Harness):
+    """The DMA engine with every input free, its AXI4 master port under the master rules."""
+
+    def __init__(self, *, addr_width=16, data_width=32, max_outstanding=2):
+        self.dut = DMA(addr_width=addr_width, data_width=data_width, max_outstanding=max_outstanding)
+        self._data_bytes = data_width // 8
+        self._max_outstanding = max_outstanding
+
+    def add_rules(self, m, dut):
         r = master_rules(m, dut.bus, data_bytes=self._data_bytes, max_outstanding=self._max_outstanding)
         # The command and write-data streams follow lib.stream's rules.
         for name in ("rd_cmd", "wr_cmd", "wr_data"):
             r.handshake_rules(getattr(dut, name), name, ["payload"], rule=r.env)
-        return m
 
 
-class ControlHarness(Elaboratable):
+class ControlHarness(_Harness):
     """The control slave with every input free, its AXI4-Lite port under the slave rules.
 
     ``broken`` withdraws ``RVALID`` after one cycle of back-pressure between the slave and the rules:
@@ -222,13 +231,7 @@ class ControlHarness(Elaboratable):
         self.dut = ControlSlave(rows=8, cols=8, max_kernel=7, data_bytes=8, max_width=256, max_channels=1024)
         self.broken = broken
 
-    @property
-    def ports(self):
-        return free_inputs(self.dut)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.dut = dut = self.dut
+    def add_rules(self, m, dut):
         bus = dut.bus
         if self.broken:
             seen = wiring.Signature({
@@ -246,4 +249,3 @@ class ControlHarness(Elaboratable):
             m.d.comb += seen.r.valid.eq(bus.r.valid & ~stalled)
             bus = seen
         lite_slave_rules(m, bus)
-        return m

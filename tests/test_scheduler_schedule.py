@@ -7,39 +7,7 @@ import numpy as np
 import pytest
 
 from scalenet.scheduler import schedule as S
-from scalenet.scheduler.costs import CostTable, LayerCost, ResourceSpec
-
-
-def random_table(seed, n=8, k=2, dag=False, unsupported=0.15):
-    """A synthetic cost table with small integer costs (sums and comparisons are exact in floating point)."""
-    rng = np.random.default_rng(seed)
-    names = [f"l{i}" for i in range(n)]
-    preds = {}
-    for i, l in enumerate(names):
-        if not dag or i == 0:
-            preds[l] = [names[i - 1]] if i else []
-        else:
-            m = int(rng.integers(1, min(i, 2) + 1))
-            preds[l] = [names[j] for j in sorted(set(int(v) for v in rng.choice(i, size=m, replace=False)))]
-    res = {"cpu": ResourceSpec("cpu", "cpu", float(rng.integers(1, 4))),
-           "acc": ResourceSpec("acc", "accel", float(rng.integers(0, 3)), gateable=bool(rng.random() < 0.7))}
-    if k == 3:
-        res["dsp"] = ResourceSpec("dsp", "accel", float(rng.integers(0, 2)), gateable=True)
-    cost = {}
-    for l in names:
-        for r in res:
-            if r != "cpu" and rng.random() < unsupported:
-                continue
-            lat, e = float(rng.integers(1, 20)), float(rng.integers(0, 30))
-            cost[(l, r)] = LayerCost(lat, e, res[r].idle_power_w + e / lat)
-    bw, epb = {}, {}
-    for a in res:
-        for b in res:
-            if a != b and rng.random() < 0.9:
-                bw[(a, b)] = float(rng.choice([1.0, 0.5, 2.0]))
-                epb[(a, b)] = float(rng.integers(0, 3))
-    return CostTable(f"rand{seed}", names, preds, res, cost, {l: int(rng.integers(0, 5)) for l in names},
-                     in_bytes=int(rng.integers(0, 5)), host="cpu", bandwidth=bw, energy_per_byte=epb)
+from scalenet.scheduler.costs import CostTable, LayerCost, ResourceSpec, random_table
 
 
 WEIGHTS = [None, {"latency": 1}, {"energy": 1}, {"latency": 0.3, "power": 1, "energy": 0.5}]
