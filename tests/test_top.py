@@ -179,25 +179,6 @@ def test_errors_are_reported_and_the_next_run_recovers(acc, transport):
     np.testing.assert_array_equal(acc.run(loaded, x)["y"], graph.run(x)["y"])
 
 
-def test_abort_mid_layer_then_a_correct_run(acc, transport):
-    graph, x = every_layer_type()
-    loaded = acc.load(graph)
-    net = loaded.compiled
-    addr, region = net.encode_input(x[0])
-    transport.write_mem(addr, region)
-    acc.write("DESC_ADDR", net.desc_addr)
-    acc.write("DESC_COUNT", net.desc_count)
-    acc.write("CTRL", regmap.pack("CTRL", start=1))
-    transport.wait(300)
-    assert regmap.unpack("STATUS", acc.read("STATUS"))["busy"]
-    acc.write("CTRL", regmap.pack("CTRL", abort=1))
-    transport.wait(5000)
-    status = regmap.unpack("STATUS", acc.read("STATUS"))
-    assert not status["busy"] and status["error"]
-    assert regmap.unpack("ERROR", acc.read("ERROR"))["code"] == ErrorCode.ABORTED
-    np.testing.assert_array_equal(acc.run(loaded, x)["y"], graph.run(x)["y"])
-
-
 @pytest.mark.slow
 def test_imagenet_sized_layer_on_the_default_array():
     """3x3 conv 64->64 at 56x56 (115.6 M MACs) on the 8x8 default: bit-exact, and the array stays busy.
