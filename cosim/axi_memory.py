@@ -25,7 +25,7 @@ import numpy as np
 
 from scalenet.rtl.axi import Burst, Resp
 
-__all__ = ["AXIMemory", "Violation", "lite_read", "lite_write", "AXITimeout", "MEMORY_API", "resp_code",
+__all__ = ["AXIMemory", "HostAccess", "Violation", "lite_read", "lite_write", "AXITimeout", "MEMORY_API", "resp_code",
            "stall_permille", "check_memory_options"]
 
 MEMORY_API = ("data", "base", "data_bytes", "read_latency", "write_latency", "beat_interval", "stall", "seed",
@@ -90,7 +90,23 @@ def _int(value):
     return value.value if isinstance(value, Resp | Burst) else int(value)
 
 
-class AXIMemory:
+class HostAccess:
+    """The host's back door into a memory model's ``data`` (bus addresses from ``base``): one definition for
+    the Python model here and the C model of :mod:`scalenet.cosim.compiled`."""
+
+    @property
+    def mem(self):
+        return self.data
+
+    def load(self, addr, data):
+        data = np.frombuffer(bytes(data), dtype=np.uint8)
+        self.data[addr - self.base:addr - self.base + len(data)] = data
+
+    def dump(self, addr, length) -> bytes:
+        return bytes(self.data[addr - self.base:addr - self.base + length])
+
+
+class AXIMemory(HostAccess):
     """An AXI4 slave memory model.
 
     Parameters
@@ -152,17 +168,6 @@ class AXIMemory:
         self.cycle = 0
 
     # --- host-side access -------------------------------------------------------------------------
-
-    @property
-    def mem(self):
-        return self.data
-
-    def load(self, addr, data):
-        data = np.frombuffer(bytes(data), dtype=np.uint8)
-        self.data[addr - self.base:addr - self.base + len(data)] = data
-
-    def dump(self, addr, length) -> bytes:
-        return bytes(self.data[addr - self.base:addr - self.base + length])
 
     def add_error(self, lo, hi, resp="SLVERR", *, read=True, write=False):
         """Answer read and/or write beats touching ``[lo, hi)`` with SLVERR or DECERR."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from scalenet.errors import ScalenetError
 
-from .axi_memory import Violation, check_memory_options, resp_code, stall_permille
+from .axi_memory import HostAccess, Violation, check_memory_options, resp_code, stall_permille
 
 __all__ = ["CompilerNotFound", "BuildError", "CompiledSimulator", "AxiMemory", "cache_dir", "find_compiler"]
 
@@ -60,7 +60,7 @@ def _sig(fn, restype, *argtypes):
     fn.argtypes = list(argtypes)
 
 
-class AxiMemory:
+class AxiMemory(HostAccess):
     """An AXI4 slave memory attached to a compiled model: ``data`` is the memory, shared with C.
 
     The C++ twin of :class:`scalenet.cosim.axi_memory.AXIMemory`, with the same options, timing and
@@ -72,17 +72,6 @@ class AxiMemory:
         self._sim, self._slave, self.data, self.base, self.data_bytes = sim, slave, data, base, data_bytes
         for key, value in options.items():
             setattr(self, key, value)
-
-    @property
-    def mem(self):
-        return self.data
-
-    def load(self, addr, data):
-        data = np.frombuffer(bytes(data), dtype=np.uint8)
-        self.data[addr - self.base:addr - self.base + len(data)] = data
-
-    def dump(self, addr, length) -> bytes:
-        return bytes(self.data[addr - self.base:addr - self.base + length])
 
     def add_error(self, lo, hi, resp="SLVERR", *, read=True, write=False):
         """Answer read and/or write beats touching ``[lo, hi)`` with SLVERR or DECERR."""
