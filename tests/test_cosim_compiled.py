@@ -1,5 +1,6 @@
 """The compiled (CXXRTL) engine agrees with Amaranth's simulator cycle for cycle, and builds are cached."""
 
+import json
 import os
 
 import numpy as np
@@ -88,6 +89,22 @@ def test_build_is_cached_and_run_until_times_out(tmp_path, monkeypatch):
         second.run_until("count", 5, 100)
     with pytest.raises(KeyError, match="no signal"):
         second.get("nope")
+
+
+def test_first_build_shows_a_progress_bar_and_records_its_time(tmp_path, monkeypatch, capfd):
+    """The first run's build is its longest step: a bar names the stage and compares with the last build;
+    cached loads stay silent."""
+    monkeypatch.setenv("SCALENET_CACHE_DIR", str(tmp_path))
+    CompiledSimulator(Mac(), top="mac", progress=True)
+    err = capfd.readouterr().err
+    assert "building the simulator of mac" in err and "first run only" in err
+    record = json.loads((tmp_path / "cxxrtl" / "build-seconds.json").read_text())
+    assert 0 < record["mac"] < 600
+    CompiledSimulator(Mac(), top="mac", progress=True)
+    assert "building" not in capfd.readouterr().err
+    CompiledSimulator(Mac(), top="mac2", progress=False)
+    assert capfd.readouterr().err == ""
+    assert set(json.loads((tmp_path / "cxxrtl" / "build-seconds.json").read_text())) == {"mac", "mac2"}
 
 
 def test_missing_compiler_is_reported(monkeypatch, tmp_path):
