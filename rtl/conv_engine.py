@@ -208,10 +208,13 @@ class ConvEngine(wiring.Component):
         t_lo = Signal(18)
         t_hi = Signal(18)
 
+        # The shared setup multiplier: operands and product registered, so neither the FSM's operand
+        # selection nor the write-back shares a cycle with the multiply (MULT18X18D has no fabric
+        # registers packed into it by Yosys; an unregistered 18x24 here limited the whole design's clock).
         mul_a = Signal(18)
         mul_b = Signal(24)
         mul_p = Signal(42)
-        m.d.comb += mul_p.eq(mul_a * mul_b)
+        m.d.sync += mul_p.eq(mul_a * mul_b)
 
         # ------------------------------------------------------------------ shared control state
         w_en = Signal()            # the pixel writer may run (ring geometry known)
@@ -231,10 +234,15 @@ class ConvEngine(wiring.Component):
         wl_blk = Signal(range(WB + 1))
         wl_row = Signal(range(R + 1))
 
-        def mul_state(name, a, b, dst, nxt, extra=()):
+        def mul_state(name, a, b, dst, nxt):
+            """``dst <- a * b`` in three cycles: operands, product, result (once per layer or tile)."""
             with m.State(name):
-                m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
-                m.d.sync += [dst.eq(mul_p), *extra]
+                m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
+                m.next = name + "_M"
+            with m.State(name + "_M"):
+                m.next = name + "_P"
+            with m.State(name + "_P"):
+                m.d.sync += dst.eq(mul_p)
                 m.next = nxt
 
         def div_state(name, a, b, dst, nxt):

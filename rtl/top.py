@@ -207,18 +207,39 @@ class ScaleNet(wiring.Component):
 
         m.d.comb += [dma.rd_cmd.payload.addr.eq(rd_addr), dma.rd_cmd.payload.length.eq(rd_len)]
 
-        def region(base_sig, region_sig, addr, pixels, stride, channels):
-            span = Signal(32)
-            lead = Signal(6)
-            m.d.comb += [span.eq((pixels - 1) * stride + channels), lead.eq(addr[:align])]
-            m.d.sync += [
-                base_sig.eq(Cat(Const(0, align), addr[align:])),
-                region_sig.lead.eq(lead),
-                region_sig.span.eq(span),
-                region_sig.stride.eq(stride),
-                region_sig.channels.eq(channels),
-                region_sig.words.eq((lead + span + nb - 1) >> align),
-            ]
+        # One shared multiplier for the per-layer products (pixel counts, the fused pool's row, region
+        # spans), a 32x16 split in two 16x16 halves: operands, halves and sum each registered, so no
+        # multiply shares a cycle with the logic around it. Four cycles a product, a few per layer.
+        mul_a, mul_b = Signal(32), Signal(16)
+        mul_lo, mul_hi, mul_p = Signal(32), Signal(32), Signal(48)
+        m.d.sync += [mul_lo.eq(mul_a[:16] * mul_b), mul_hi.eq(mul_a[16:] * mul_b),
+                     mul_p.eq(mul_lo + (mul_hi << 16))]
+
+        def mul_state(name, a, b, dst, nxt):
+            """``dst <- a * b`` over four cycles (abort/errors still end the run from any of them)."""
+            with m.State(name):
+                m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
+                m.next = name + "_1"
+                check_fail()
+            for i in (1, 2):
+                with m.State(f"{name}_{i}"):
+                    m.next = f"{name}_{i + 1}"
+                    check_fail()
+            with m.State(name + "_3"):
+                m.d.sync += dst.eq(mul_p)
+                m.next = nxt
+                check_fail()
+
+        def region(base_sig, region_sig, addr, stride, channels, span_product):
+            """A tensor region from its descriptor fields: ``span = (pixels - 1) * stride + channels`` (the
+            product computed before), then the bus words it touches; one adder per cycle. Returns the
+            statements of the two states (SPANS, WORDS)."""
+            lead = addr[:align]
+            spans = [base_sig.eq(Cat(Const(0, align), addr[align:])), region_sig.lead.eq(lead),
+                     region_sig.span.eq(span_product + channels), region_sig.stride.eq(stride),
+                     region_sig.channels.eq(channels)]
+            words = [region_sig.words.eq((region_sig.lead + region_sig.span + nb - 1) >> align)]
+            return spans, words
 
         def issue_read(addr, words, tgt, next_state):
             m.d.sync += [rd_addr.eq(addr), rd_len.eq(words << align), beats_left.eq(words), target.eq(tgt)]
@@ -281,10 +302,7 @@ class ScaleNet(wiring.Component):
                 # A fused pool: 2x2/2 or 3x3/2 after a CONV at least one window large, its row in the buffer.
                 pool_k = Mux(d.pool_after == 3, 3, 2)
                 pool_bad = (d.pool_after != 0) & (
-                    (d.pool_after == 1) | (op != Opcode.CONV) | (d.out_height < pool_k) | (d.out_width < pool_k) |
-                    (fpool.out_width * d.out_channels > fpool.row_bytes))
-                m.d.sync += [pixels_in.eq(d.in_height * d.in_width),
-                             pixels_out.eq(Mux(fuse, fpool.out_height * fpool.out_width, d.out_height * d.out_width))]
+                    (d.pool_after == 1) | (op != Opcode.CONV) | (d.out_height < pool_k) | (d.out_width < pool_k))
                 with m.If(bad_op):
                     m.d.sync += fail_code.eq(ErrorCode.BAD_OPCODE)
                     m.next = "FAIL"
@@ -292,12 +310,34 @@ class ScaleNet(wiring.Component):
                     m.d.sync += fail_code.eq(ErrorCode.BAD_DESCRIPTOR)
                     m.next = "FAIL"
                 with m.Else():
-                    m.next = "REGIONS"
+                    m.next = "M_POOL_ROW"
                 check_fail()
-            with m.State("REGIONS"):
-                region(in_base, in_region, desc.in_addr, pixels_in, desc.in_pixel_stride, desc.in_channels)
-                region(out_base, out_region, desc.out_addr, pixels_out, desc.out_pixel_stride, desc.out_channels)
-                region(b_base, b_region, desc.b_addr, pixels_in, desc.in_pixel_stride, desc.in_channels)
+            # The fused pool's row of running maxima must fit its buffer (the last descriptor check).
+            pool_row = Signal(32)
+            mul_state("M_POOL_ROW", fpool.out_width, d.out_channels, pool_row, "CHECK_POOL")
+            with m.State("CHECK_POOL"):
+                with m.If((d.pool_after != 0) & (pool_row > fpool.row_bytes)):
+                    m.d.sync += fail_code.eq(ErrorCode.BAD_DESCRIPTOR)
+                    m.next = "FAIL"
+                with m.Else():
+                    m.next = "M_PIXELS_IN"
+                check_fail()
+            mul_state("M_PIXELS_IN", d.in_height, d.in_width, pixels_in, "M_PIXELS_OUT")
+            mul_state("M_PIXELS_OUT", Mux(fuse, fpool.out_height, d.out_height),
+                      Mux(fuse, fpool.out_width, d.out_width), pixels_out, "M_SPAN_IN")
+            span_in, span_out = Signal(32), Signal(32)
+            mul_state("M_SPAN_IN", pixels_in - 1, d.in_pixel_stride, span_in, "M_SPAN_OUT")
+            mul_state("M_SPAN_OUT", pixels_out - 1, d.out_pixel_stride, span_out, "SPANS")
+            regions = [region(in_base, in_region, desc.in_addr, desc.in_pixel_stride, desc.in_channels, span_in),
+                       region(out_base, out_region, desc.out_addr, desc.out_pixel_stride, desc.out_channels,
+                              span_out),
+                       region(b_base, b_region, desc.b_addr, desc.in_pixel_stride, desc.in_channels, span_in)]
+            with m.State("SPANS"):
+                m.d.sync += [stmt for spans, _ in regions for stmt in spans]
+                m.next = "WORDS"
+                check_fail()
+            with m.State("WORDS"):
+                m.d.sync += [stmt for _, words in regions for stmt in words]
                 m.next = "START"
                 check_fail()
             with m.State("START"):
