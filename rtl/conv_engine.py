@@ -557,13 +557,23 @@ class ConvEngine(wiring.Component):
             m.d.comb += array.x[c].eq(Mux(t1.pad, 0, xv))
         m.d.comb += [array.swap.eq(t1.valid & t1.pass_start), self.array_active.eq(t1.valid)]
 
-        # Accumulate: stage A = 1 + latency holds the row sums; reads are addressed one stage before.
-        ta_pre, ta = tags[stages - 2], tags[stages - 1]
-        m.d.comb += [ps_r.addr.eq(Cat(ta_pre.ox, ta_pre.bank)), bi_r.addr.eq(ta_pre.t)]
+        # Accumulate at stage A = 1 + latency, where the row sums arrive. The psum and bias reads are
+        # addressed two stages before and their block-RAM outputs registered (clock-to-out, then the adder,
+        # in one cycle was one of the design's long paths). The read is transparent to the write in its own
+        # cycle; the one write it cannot see -- the element just ahead writing the same address (passes a
+        # single pixel long: dense layers, one-column outputs) -- is forwarded from the last sums.
+        ta_rd, ta_pre, ta = tags[stages - 3], tags[stages - 2], tags[stages - 1]
+        m.d.comb += [ps_r.addr.eq(Cat(ta_rd.ox, ta_rd.bank)), bi_r.addr.eq(ta_rd.t)]
+        ps_q, bi_q, last = Signal(32 * R), Signal(32 * R), Signal(32 * R)
+        forward = Signal()
+        m.d.sync += [ps_q.eq(ps_r.data), bi_q.eq(bi_r.data),
+                     forward.eq(ta.valid & (ta_pre.ox == ta.ox) & (ta_pre.bank == ta.bank))]
         acc_new = []
         for r in range(R):
-            base = Mux(ta.first, bi_r.data.word_select(r, 32).as_signed(), ps_r.data.word_select(r, 32).as_signed())
+            psum_r = Mux(forward, last.word_select(r, 32), ps_q.word_select(r, 32))
+            base = Mux(ta.first, bi_q.word_select(r, 32), psum_r).as_signed()
             acc_new.append((base + array.y[r])[:32])
+        m.d.sync += last.eq(Cat(*acc_new))
         m.d.comb += [ps_w.addr.eq(Cat(ta.ox, ta.bank)), ps_w.data.eq(Cat(*acc_new)), ps_w.en.eq(ta.valid)]
 
         # ------------------------------------------------------------------ drain: psums -> requantiser
