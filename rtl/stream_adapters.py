@@ -10,7 +10,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RegionLayout", "WordsToBytes", "BytesToWords", "WordSplitter"]
+__all__ = ["RegionLayout", "WordsToBytes", "BytesToWords", "WordSplitter", "SkidBuffer"]
 
 
 class RegionLayout(data.StructLayout):
@@ -193,4 +193,31 @@ class WordSplitter(wiring.Component):
                      self.i.ready.eq(self.o.ready & (part == self._ratio - 1))]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += part.eq(Mux(part == self._ratio - 1, 0, part + 1))
+        return m
+
+
+class SkidBuffer(wiring.Component):
+    """A register slice for a stream: ``o.valid``/``o.payload`` and ``i.ready`` all come from registers,
+    at one beat per cycle (a second, "skid" register parks the beat that arrives while ``o`` stalls).
+
+    Why: without it, a ready/valid handshake is one combinational chain from the last consumer back to the
+    first producer (AXI R channel -> DMA -> adapter -> engine and back), the longest paths of the design.
+    """
+
+    def __init__(self, shape):
+        self._shape = shape
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal(self._shape)
+        skid_valid = Signal()
+        m.d.comb += self.i.ready.eq(~skid_valid)
+        with m.If(~self.o.valid | self.o.ready):
+            with m.If(skid_valid):
+                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & ~skid_valid):
+            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
         return m

@@ -26,7 +26,7 @@ from .config import AcceleratorConfig
 from .control import ControlSlave
 from .dma import DMA
 from .regmap import DESCRIPTOR_BYTES, ErrorCode, Opcode, descriptor_layout
-from .stream_adapters import BytesToWords, RegionLayout, WordSplitter, WordsToBytes
+from .stream_adapters import BytesToWords, RegionLayout, SkidBuffer, WordSplitter, WordsToBytes
 
 __all__ = ["ScaleNet", "ADD_CHUNK_WORDS"]
 
@@ -100,14 +100,26 @@ class ScaleNet(wiring.Component):
         # ---- read data routing --------------------------------------------------------------------
         target = Signal(range(len(_TARGETS)))
         T = {name: i for i, name in enumerate(_TARGETS)}
-        rd_data = dma.rd_data.payload.data
+        # Register slices on both DMA data streams: the handshakes from the AXI channels through the
+        # adapters into the engines are otherwise single combinational chains.
+        m.submodules.rd_skid = rd_skid = wrap(SkidBuffer(dma.rd_data.payload.shape()))
+        m.submodules.wr_skid = wr_skid = wrap(SkidBuffer(b2w.o.payload.shape()))
+        connect(m, dma.rd_data, rd_skid.i)
+        rd = rd_skid.o
+        rd_data = rd.payload.data
         op = desc.opcode
-        is_conv = (op == Opcode.CONV) | (op == Opcode.DENSE)
-        is_pool = (op == Opcode.MAXPOOL) | (op == Opcode.AVGPOOL) | (op == Opcode.GLOBAL_AVGPOOL)
-        is_add = op == Opcode.ADD
-        fuse = Signal()
+        # The opcode decoded into registers when the descriptor is loaded (every stream mux below
+        # selects on these; decoding in place put the opcode compare at the head of those paths).
+        is_conv, is_pool, is_add, fuse = Signal(), Signal(), Signal(), Signal()
+
+        def decode(d):
+            conv = (d.opcode == Opcode.CONV) | (d.opcode == Opcode.DENSE)
+            return [is_conv.eq(conv),
+                    is_pool.eq((d.opcode == Opcode.MAXPOOL) | (d.opcode == Opcode.AVGPOOL) |
+                               (d.opcode == Opcode.GLOBAL_AVGPOOL)),
+                    is_add.eq(d.opcode == Opcode.ADD), fuse.eq(conv & (d.pool_after != 0))]
+
         m.d.comb += [
-            fuse.eq(is_conv & (desc.pool_after != 0)),
             fpool.shape.kernel3.eq(desc.pool_after == 3), fpool.shape.ceil.eq(desc.pool_ceil),
             fpool.shape.signed.eq(desc.out_signed), fpool.shape.channels.eq(desc.out_channels),
             fpool.shape.width.eq(desc.out_width), fpool.shape.height.eq(desc.out_height),
@@ -116,31 +128,31 @@ class ScaleNet(wiring.Component):
         m.d.comb += params_ready.eq(Mux(is_conv, conv.params.ready, Mux(is_pool, pool.params.ready, add.params.ready)))
         for engine, sel in ((conv, is_conv), (pool, is_pool), (add, is_add)):
             m.d.comb += [engine.params.payload.eq(rd_data),
-                         engine.params.valid.eq(dma.rd_data.valid & (target == T["params"]) & sel)]
+                         engine.params.valid.eq(rd.valid & (target == T["params"]) & sel)]
         m.d.comb += [
             wsplit.i.payload.eq(rd_data),
-            wsplit.i.valid.eq(dma.rd_data.valid & (target == T["weights"])),
+            wsplit.i.valid.eq(rd.valid & (target == T["weights"])),
             r2b.i.payload.eq(rd_data),
-            r2b.i.valid.eq(dma.rd_data.valid & (target == T["pixels"])),
+            r2b.i.valid.eq(rd.valid & (target == T["pixels"])),
             r2b_b.i.payload.eq(rd_data),
-            r2b_b.i.valid.eq(dma.rd_data.valid & (target == T["pixels_b"])),
+            r2b_b.i.valid.eq(rd.valid & (target == T["pixels_b"])),
         ]
         connect(m, wsplit.o, conv.weights)
         desc_beat = Signal()
         sink = Signal()
         with m.Switch(target):
             with m.Case(T["desc"]):
-                m.d.comb += [dma.rd_data.ready.eq(1), desc_beat.eq(dma.rd_data.valid)]
+                m.d.comb += [rd.ready.eq(1), desc_beat.eq(rd.valid)]
             with m.Case(T["params"]):
-                m.d.comb += dma.rd_data.ready.eq(params_ready)
+                m.d.comb += rd.ready.eq(params_ready)
             with m.Case(T["weights"]):
-                m.d.comb += dma.rd_data.ready.eq(wsplit.i.ready)
+                m.d.comb += rd.ready.eq(wsplit.i.ready)
             with m.Case(T["pixels"]):
-                m.d.comb += dma.rd_data.ready.eq(r2b.i.ready)
+                m.d.comb += rd.ready.eq(r2b.i.ready)
             with m.Case(T["pixels_b"]):
-                m.d.comb += dma.rd_data.ready.eq(r2b_b.i.ready)
+                m.d.comb += rd.ready.eq(r2b_b.i.ready)
             with m.Default():
-                m.d.comb += dma.rd_data.ready.eq(sink)
+                m.d.comb += rd.ready.eq(sink)
 
         # Input bytes: conv/pool straight from the adapter; ADD's first input through the FIFO.
         m.d.comb += [
@@ -164,10 +176,11 @@ class ScaleNet(wiring.Component):
             conv.out.ready.eq(Mux(fuse, fpool.i.ready, b2w.i.ready & is_conv)),
             pool.out.ready.eq(b2w.i.ready & is_pool), add.out.ready.eq(b2w.i.ready & is_add),
         ]
+        connect(m, b2w.o, wr_skid.i)
         with m.If(draining):
             m.d.comb += [dma.wr_data.valid.eq(1), dma.wr_data.payload.eq(0)]
         with m.Else():
-            connect(m, b2w.o, dma.wr_data)
+            connect(m, wr_skid.o, dma.wr_data)
 
         # ---- performance counters and status ------------------------------------------------------
         busy, done_flag, error_flag = Signal(), Signal(), Signal()
@@ -199,7 +212,7 @@ class ScaleNet(wiring.Component):
         m.d.comb += layer.eq(index)
         m.d.sync += engine_done.eq(engine_done | conv.done | pool.done | add.done)
         rd_beat = Signal()
-        m.d.comb += rd_beat.eq(dma.rd_data.valid & dma.rd_data.ready)
+        m.d.comb += rd_beat.eq(rd.valid & rd.ready)
         with m.If(rd_beat & (beats_left != 0)):
             m.d.sync += beats_left.eq(beats_left - 1)
         with m.If(desc_beat):
@@ -377,7 +390,8 @@ class ScaleNet(wiring.Component):
                 with m.If((beats_left == 0) & ~dma.rd_busy):
                     with m.Switch(target):
                         with m.Case(T["desc"]):
-                            m.d.sync += [desc.eq(desc_bits), target.eq(T["none"])]
+                            m.d.sync += [desc.eq(desc_bits), target.eq(T["none"]),
+                                         *decode(descriptor_layout()(desc_bits))]
                             m.next = "CHECK"
                         with m.Case(T["params"]):
                             m.next = "AFTER_PARAMS"
