@@ -211,7 +211,7 @@ class AxisPool(wiring.Component):
         # Stage 2: combine with the stored running max; emit and/or write back.
         flip = Cat(Const(0, 7), self.signed)         # order int8 as unsigned by flipping the MSB
         old = Signal(8)
-        m.d.comb += old.eq(s1.old)
+        m.d.comb += old.eq(Mux(s1.hit, fwd, s1.old))
         mx = Signal(8)
         m.d.comb += mx.eq(Mux((old ^ flip) > (s1.v ^ flip), old, s1.v))
         m.d.comb += [wr.addr.eq(s1.addr), wr.data.eq(Mux(s1.store_mem, mx, s1.v)),

@@ -174,8 +174,7 @@ class PoolEngine(wiring.Component):
         # ---------------------------------------------------------------------------------------------
         # Parameter loading.
         p_count = Signal(range(n_params + 1))
-        p_need = Signal(range(16 * 16 + 1))
-        m.d.comb += p_need.eq(Mux(is_max, 0, Mux(is_gap, 1, d.kernel_h * d.kernel_w)))
+        p_need = Signal(range(16 * 16 + 1))     # registered at start: keeps the product off params.ready
         p_loading = Signal()
         m.d.comb += [
             self.params.ready.eq(p_loading),
@@ -304,16 +303,18 @@ class PoolEngine(wiring.Component):
             ]
 
         # Output byte counters: the run ends when out_height * out_width * in_channels bytes have left.
+        # Their bounds are registered at start (keeps descriptor subtractions off the output handshake).
         oc = Signal(16)
         ocx = Signal(16)
         ocy = Signal(17)
+        oc_end, ocx_end, ocy_end = Signal(16), Signal(16), Signal(17)
         out_done = Signal()
-        m.d.comb += out_done.eq(ocy == Mux(is_gap, 1, d.out_height))
+        m.d.comb += out_done.eq(ocy == ocy_end)
         with m.If(self.out.valid & self.out.ready):
             m.d.sync += oc.eq(oc + 1)
-            with m.If(oc == d.in_channels - 1):
+            with m.If(oc == oc_end):
                 m.d.sync += [oc.eq(0), ocx.eq(ocx + 1)]
-                with m.If(ocx == Mux(is_gap, 1, d.out_width) - 1):
+                with m.If(ocx == ocx_end):
                     m.d.sync += [ocx.eq(0), ocy.eq(ocy + 1)]
 
         # ---------------------------------------------------------------------------------------------
@@ -330,6 +331,9 @@ class PoolEngine(wiring.Component):
                         ld_row.eq(0), ld_off.eq(0), ld_c.eq(0), ld_base.eq(0),
                         top_row.eq(0), top_base.eq(0), compute_done.eq(0),
                         oc.eq(0), ocx.eq(0), ocy.eq(0),
+                        oc_end.eq(d.in_channels - 1), ocx_end.eq(Mux(is_gap, 1, d.out_width) - 1),
+                        ocy_end.eq(Mux(is_gap, 1, d.out_height)),
+                        p_need.eq(Mux(is_max, 0, Mux(is_gap, 1, d.kernel_h * d.kernel_w))),
                     ]
                     m.next = "INIT"
             with m.State("INIT"):

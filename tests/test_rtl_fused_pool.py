@@ -113,3 +113,15 @@ def test_full_rate_without_gaps():
         dt = np.int8 if signed else np.uint8
         assert n <= x.size + 4               # a byte per cycle, then two 2-cycle stages drain
         np.testing.assert_array_equal(np.array(out, np.uint8).view(dt), reference(x, k, ceil).reshape(-1))
+
+
+def test_heavy_backpressure_on_short_lines():
+    """One or two channels: every byte re-reads the entry written one or two cycles before (the forwarded
+    writes), under long output stalls and input gaps."""
+    cs = [(7, 9, 1, 3, True, True), (6, 7, 2, 2, True, False), (5, 6, 1, 2, False, True),
+          (9, 5, 2, 3, False, False)]
+    tensors, got, _, _ = run(cs, seed=11, p_in=0.9, p_out=0.25)
+    for (h, w, c, k, ceil, signed), x, out in zip(cs, tensors, got):
+        dt = np.int8 if signed else np.uint8
+        np.testing.assert_array_equal(np.array(out, np.uint8).view(dt), reference(x, k, ceil).reshape(-1),
+                                      err_msg=f"{h}x{w}x{c} k{k} ceil={ceil} signed={signed}")
