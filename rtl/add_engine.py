@@ -5,18 +5,28 @@ one output byte per cycle. The two inputs are consumed in lock-step (one byte of
 both raster HWC of the same shape, so no buffering is needed. The 16-byte parameter record arrives as two
 64-bit beats (``a_mult`` u32 | ``b_mult`` u32, then ``shift`` u8 and seven reserved bytes).
 
-Pipeline (one enable ``~out.valid | out.ready``, as in :mod:`scalenet.rtl.requant`):
+Pipeline (one enable ``~out.valid | out.ready``, as in :mod:`scalenet.rtl.requant`); the ``shift``
+and the clamp bounds are per-layer constants, so the shifter's selects, the sticky mask and the bounds
+are registers and never part of an element's path:
 
 ====  ==============================================================
-S1    ``qa - x_zp``, ``qb - b_zp`` (int8/uint8 per ``in_signed``)
-S2    the two products (registered multiplier outputs)
-S3    their sum, sign and magnitude
-S4    ``min(rne(|t| / 2**shift), 2**20)``
-S5    sign, ``y_zp``, saturation to the output type and ``[clamp_lo, clamp_hi]`` -- output register
+S1    ``qa - x_zp``, ``qb - b_zp`` (int8/uint8 per ``in_signed``)         -- multiplier inputs
+S2    the four partial products (each multiplier 11 x 17 or 11 x 15: one MULT18X18D)
+S3    ``t`` = their sum
+S4    sign and ``|t|``; the sticky bit (``t`` under the mask ``shift > i + 1``)
+S5    ``|t|`` shifted right by the whole bytes of ``shift``
+S6    shifted on by the rest (0..7): guard and quotient (21 bits and "any above")
+S7    ``min(quotient + round-up, 2**20)``
+S8    ``y_zp +/- magnitude``
+S9    clamp to ``[max(clamp_lo, type_lo), min(clamp_hi, type_hi)]``  -- output register
 ====  ==============================================================
+
+The element counters (channel, x, y, for input and output) keep a registered "at the last index" flag
+each, updated a cycle ahead against per-layer ``n - 2`` constants, so that no compare against the
+descriptor sits between a counter and the stream handshakes.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In
 
@@ -31,19 +41,33 @@ def _value9(byte, is_signed):
     return Cat(byte, is_signed & byte[7]).as_signed()
 
 
-def rne_shift(value, amount):
-    """``rne(value / 2**amount)`` (round half to even) for unsigned ``value`` and ``amount``.
+class _Extent:
+    """Per-layer constants of one dimension of ``n`` elements: ``n - 2`` and ``n == 1``, registered at ``start``."""
 
-    One barrel shift of ``value`` extended by a zero guard position gives quotient and guard; the sticky
-    bit (anything below the guard) is ``value`` masked by a thermometer code of ``amount``.
+    def __init__(self, m, start, n, name):
+        self.n_minus_2 = Signal(16, name=f"{name}_n_minus_2")
+        self.one = Signal(name=f"{name}_one")
+        self.first_last = n == 1                      # the "at last" flag of a fresh count, read at start
+        with m.If(start):
+            m.d.sync += [self.n_minus_2.eq(n - 2), self.one.eq(n == 1)]
+
+
+def _wrap_counter(m, start, step, extent, name):
+    """Counts ``0 .. n - 1`` on ``step`` and wraps; returns the registered flag "at ``n - 1``".
+
+    The flag is computed from the count before the step (``count == n - 2`` means the step lands on the
+    last index), so users of the flag see a register rather than a compare behind the counter.
     """
-    extended = Cat(Const(0, 1), value)
-    shifted = extended >> amount
-    guard = shifted[0]
-    quotient = shifted[1:len(extended)]
-    below_guard = Cat(*(amount > i + 1 for i in range(len(value))))
-    sticky = (value & below_guard).any()
-    return quotient + (guard & (sticky | quotient[0]))
+    count = Signal(16, name=f"{name}_count")
+    last = Signal(name=f"{name}_last")
+    with m.If(start):
+        m.d.sync += [count.eq(0), last.eq(extent.first_last)]
+    with m.Elif(step):
+        with m.If(last):
+            m.d.sync += [count.eq(0), last.eq(extent.one)]
+        with m.Else():
+            m.d.sync += [count.eq(count + 1), last.eq(count == extent.n_minus_2)]
+    return last
 
 
 class AddEngine(wiring.Component):
@@ -67,7 +91,7 @@ class AddEngine(wiring.Component):
         Output bytes, raster HWC.
     """
 
-    LATENCY = 5
+    LATENCY = 9
 
     def __init__(self, config: AcceleratorConfig | None = None):
         self._config = check_config(config)
@@ -86,17 +110,15 @@ class AddEngine(wiring.Component):
         shift = Signal(8)
         p_count = Signal(2)
         running = Signal()
+        launch = Signal()                 # start accepted in IDLE: the per-layer registers load
+        in_done = Signal()                # every input byte taken
+        out_done = Signal()               # every output byte accepted: done next
 
         en = Signal()
         m.d.comb += en.eq(~self.out.valid | self.out.ready)
 
-        # Input byte counters (channel, x, y) and output byte counters.
-        ic, ix, iy = Signal(16), Signal(16), Signal(17)
-        oc, ox, oy = Signal(16), Signal(16), Signal(17)
-        in_left = Signal()
-        m.d.comb += in_left.eq(running & (p_count == 2) & (iy != d.in_height))
-
         take = Signal()
+        in_left = running & (p_count == 2) & ~in_done
         both = self.pixels.valid & self.pixels_b.valid
         m.d.comb += [
             take.eq(en & in_left & both),
@@ -105,17 +127,18 @@ class AddEngine(wiring.Component):
             self.params.ready.eq(running & (p_count != 2)),
         ]
 
-        def count(m, cc, cx, cy):
-            m.d.sync += cc.eq(cc + 1)
-            with m.If(cc == d.in_channels - 1):
-                m.d.sync += [cc.eq(0), cx.eq(cx + 1)]
-                with m.If(cx == d.in_width - 1):
-                    m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
-
-        with m.If(take):
-            count(m, ic, ix, iy)
-        with m.If(self.out.valid & self.out.ready):
-            count(m, oc, ox, oy)
+        # Input and output byte counters (channel, x, y), raster HWC: only their "last" flags are used.
+        ext_c = _Extent(m, launch, d.in_channels, "c")
+        ext_x = _Extent(m, launch, d.in_width, "x")
+        ext_y = _Extent(m, launch, d.in_height, "y")
+        for step, done_flag, prefix in ((take, in_done, "in"), (self.out.valid & self.out.ready, out_done, "out")):
+            c_last = _wrap_counter(m, launch, step, ext_c, f"{prefix}_c")
+            x_last = _wrap_counter(m, launch, step & c_last, ext_x, f"{prefix}_x")
+            y_last = _wrap_counter(m, launch, step & c_last & x_last, ext_y, f"{prefix}_y")
+            with m.If(launch):
+                m.d.sync += done_flag.eq(0)
+            with m.Elif(step & c_last & x_last & y_last):
+                m.d.sync += done_flag.eq(1)
 
         with m.If(self.params.valid & self.params.ready):
             m.d.sync += p_count.eq(p_count + 1)
@@ -124,76 +147,99 @@ class AddEngine(wiring.Component):
             with m.Else():
                 m.d.sync += shift.eq(self.params.payload[:8])
 
-        # S1
-        s1_valid = Signal()
-        da = Signal(signed(11))
-        db = Signal(signed(11))
-        # S2
-        s2_valid = Signal()
-        pa = Signal(signed(44))
-        pb = Signal(signed(44))
-        # S3
-        s3_valid = Signal()
-        s3_sign = Signal()
-        s3_mag = Signal(unsigned(45))
-        # S4
-        s4_valid = Signal()
-        s4_sign = Signal()
-        s4_mag = Signal(range(SATURATION + 1))
-
-        total = Signal(signed(45))
-        m.d.comb += total.eq(pa + pb)
+        # Per-layer constants, registered (the first byte reaches their users several cycles after the
+        # parameters and the descriptor settle): the shift split for the two shifter stages, the sticky
+        # mask (bit i of |t| lies below the guard when amount > i + 1), the clamp bounds.
         amount = Signal(6)
-        m.d.comb += amount.eq(Mux(shift > 63, 63, shift[:6]))
-        shifted = Signal(46)
-        m.d.comb += shifted.eq(rne_shift(s3_mag, amount))
-
-        value = Signal(signed(23))
-        m.d.comb += value.eq(Mux(s4_sign, -s4_mag, s4_mag) + d.y_zero_point)
-        t_lo = Mux(d.out_signed, -128, 0)
-        t_hi = Mux(d.out_signed, 127, 255)
+        below = Signal(45)
         lo = Signal(signed(10))
         hi = Signal(signed(10))
-        m.d.comb += [
-            lo.eq(Mux(d.clamp_lo > t_lo, d.clamp_lo, t_lo)),
-            hi.eq(Mux(d.clamp_hi < t_hi, d.clamp_hi, t_hi)),
+        crossed = Signal()
+        amount_next = Mux(shift > 63, 63, shift[:6])
+        t_lo = Mux(d.out_signed, -128, 0)
+        t_hi = Mux(d.out_signed, 127, 255)
+        lo_next = Mux(d.clamp_lo > t_lo, d.clamp_lo, t_lo)
+        hi_next = Mux(d.clamp_hi < t_hi, d.clamp_hi, t_hi)
+        m.d.sync += [
+            amount.eq(amount_next),
+            below.eq(Cat(*(amount_next > i + 1 for i in range(45)))),
+            lo.eq(lo_next),
+            hi.eq(hi_next),
+            crossed.eq(lo > hi),                      # a cycle after lo and hi: off the descriptor's path
         ]
-        low = Signal(signed(23))
-        result = Signal(signed(23))
-        m.d.comb += [
-            low.eq(Mux(value < lo, lo, value)),
-            result.eq(Mux(low > hi, hi, low)),
-        ]
+
+        valid = [Signal(name=f"s{i}_valid") for i in range(1, 9)]
+        def sig(name, shape=1):
+            return Signal(shape, name=name)
+
+        da, db = sig("s1_da", signed(11)), sig("s1_db", signed(11))
+        pla, pha = sig("s2_pla", signed(29)), sig("s2_pha", signed(27))
+        plb, phb = sig("s2_plb", signed(29)), sig("s2_phb", signed(27))
+        total = sig("s3_total", signed(45))
+        s4_sign, s4_mag, s4_sticky = sig("s4_sign"), sig("s4_mag", 45), sig("s4_sticky")
+        s5_sign, s5_sticky, s5_c, s5_c_hi = sig("s5_sign"), sig("s5_sticky"), sig("s5_c", 29), sig("s5_c_hi")
+        s6_sign, s6_sticky, s6_guard = sig("s6_sign"), sig("s6_sticky"), sig("s6_guard")
+        s6_q, s6_q_hi = sig("s6_q", 21), sig("s6_q_hi")
+        s7_sign, s7_mag = sig("s7_sign"), sig("s7_mag", range(SATURATION + 1))
+        s8_value = sig("s8_value", signed(23))
+
+        # S5: whole bytes of the shift (an 8:1 multiplexer on a register's select), keeping 29 bits for
+        # S6 (guard, 21 quotient bits, 7 more for the remaining shift) and whether anything is above.
+        extended = Cat(Const(0, 1), s4_mag)
+        coarse = extended >> (amount[3:] << 3)
+        # S6: the rest of the shift; the quotient's bits from 21 up only matter as "saturate".
+        fine = s5_c >> amount[:3]
+        # S7: round half to even, then saturate: q + up > 2**20 without waiting for the sum.
+        up = s6_guard & (s6_sticky | s6_q[0])
+        saturate = s6_q_hi | (s6_q > SATURATION) | ((s6_q == SATURATION) & up)
+        # S9: np.clip(value, lo, hi) (the upper bound wins when the bounds cross): compares side by side.
+        result = Mux(crossed, hi, Mux(s8_value < lo, lo, Mux(s8_value > hi, hi, s8_value)))
 
         with m.If(en):
             m.d.sync += [
-                s1_valid.eq(take),
+                valid[0].eq(take),
                 da.eq(_value9(self.pixels.payload, d.in_signed) - d.x_zero_point),
                 db.eq(_value9(self.pixels_b.payload, d.in_signed) - d.b_zero_point),
-                s2_valid.eq(s1_valid),
-                pa.eq(da * a_mult),
-                pb.eq(db * b_mult),
-                s3_valid.eq(s2_valid),
-                s3_sign.eq(total < 0),
-                s3_mag.eq(Mux(total < 0, -total, total)),
-                s4_valid.eq(s3_valid),
-                s4_sign.eq(s3_sign),
-                s4_mag.eq(Mux(shifted > SATURATION, SATURATION, shifted)),
-                self.out.valid.eq(s4_valid),
+                valid[1].eq(valid[0]),
+                pla.eq(da * a_mult[:17]),
+                pha.eq(da * a_mult[17:]),
+                plb.eq(db * b_mult[:17]),
+                phb.eq(db * b_mult[17:]),
+                valid[2].eq(valid[1]),
+                total.eq((pla + plb) + ((pha + phb) << 17)),
+                valid[3].eq(valid[2]),
+                s4_sign.eq(total < 0),
+                s4_mag.eq(Mux(total < 0, -total, total)),
+                s4_sticky.eq((total.as_unsigned() & below).any()),   # |t| and t agree mod 2**n
+                valid[4].eq(valid[3]),
+                s5_sign.eq(s4_sign),
+                s5_sticky.eq(s4_sticky),
+                s5_c.eq(coarse[:29]),
+                s5_c_hi.eq(coarse[29:].any()),
+                valid[5].eq(valid[4]),
+                s6_sign.eq(s5_sign),
+                s6_sticky.eq(s5_sticky),
+                s6_guard.eq(fine[0]),
+                s6_q.eq(fine[1:22]),
+                s6_q_hi.eq(fine[22:].any() | s5_c_hi),
+                valid[6].eq(valid[5]),
+                s7_sign.eq(s6_sign),
+                s7_mag.eq(Mux(saturate, SATURATION, s6_q + up)),
+                valid[7].eq(valid[6]),
+                s8_value.eq(Mux(s7_sign, d.y_zero_point - s7_mag, d.y_zero_point + s7_mag)),
+                self.out.valid.eq(valid[7]),
                 self.out.payload.eq(result[:8]),
             ]
 
-        m.d.comb += self.done.eq(0)
+        m.d.comb += [self.done.eq(0), launch.eq(0)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [
-                        running.eq(1), p_count.eq(0),
-                        ic.eq(0), ix.eq(0), iy.eq(0), oc.eq(0), ox.eq(0), oy.eq(0),
-                    ]
+                    m.d.comb += launch.eq(1)
+                    m.d.sync += [running.eq(1), p_count.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(oy == d.in_height):
+                with m.If(out_done):
                     m.d.comb += self.done.eq(1)
                     m.d.sync += running.eq(0)
                     m.next = "IDLE"

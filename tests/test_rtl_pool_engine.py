@@ -17,7 +17,7 @@ from scalenet.cosim.tlm import run_descriptors
 from scalenet.driver.compiler import compile_graph
 from scalenet.floatnet import FloatNet, FNode, quantize_net
 from scalenet.ir import Add, AvgPool, Graph, Tensor
-from scalenet.quant import QParams, quantize
+from scalenet.quant import AddRescale, QParams, quantize, requantize_add
 from scalenet.rtl.add_engine import AddEngine
 from scalenet.rtl.config import AcceleratorConfig
 from scalenet.rtl.pool_engine import PoolEngine
@@ -334,6 +334,49 @@ def test_add_saturation():
     """Rescales near 2**14: magnitudes far above 2**20 must saturate, not wrap."""
     graph, x = add_graph("int8", (2, 3, 7), (1.0, 5), (1.0, -9), (2.0 ** -14, 1), seed=1)
     check_layers(graph, x, (Opcode.ADD,))
+
+
+def add_shift_jobs(shift, rng):
+    """(a_mult, b_mult) records for one shift: random magnitudes around ``2**(shift + 8)``; exact ties
+    (both multipliers ``2**(shift - 1)``: ``|t| / 2**shift = |da + db| / 2``); and for small shifts
+    products far past the 2**20 saturation whose low 21 quotient bits are all zero (a lost "above 21
+    bits" flag would show as a zero magnitude instead of a clamp bound)."""
+    top = min(32, max(1, shift + 1))
+    a_mult, b_mult = (int(v) for v in rng.integers(2 ** (top - 1), 2 ** top, size=2))
+    records = [(2 ** 32 - 1 if shift % 5 == 0 else a_mult, b_mult)]
+    if 1 <= shift <= 32:
+        records.append((2 ** (shift - 1), 2 ** (shift - 1)))
+    if shift + 21 + 6 <= 31:
+        records += [(2 ** (shift + 21 + j), 0) for j in range(0, 7, 2)]
+    return records
+
+
+def test_add_every_shift_amount():
+    """Raw parameter records (not add_rescale's) at every shift 0..63 and one clamped to 63, against
+    quant.requantize_add: the shift is split over two stages (whole bytes, then the rest), the sticky
+    mask and the saturation test are per-layer registers."""
+    graph, x = add_graph("int8", (2, 3, 7), (1.0, 4), (0.5, -6), (2.0, 3), lo=-100, hi=90, seed=3)
+    (d, raw, streams, _), = [c for c in layer_cases(graph, x) if c[0]["opcode"] == Opcode.ADD]
+    # Input a swept around its zero point (qa - x_zp = -21 .. 20: +-1 makes single-bit products).
+    qa = (d["x_zero_point"] + np.arange(-21, 21)).astype(np.int8)
+    qb = np.array(streams["pixels_b"], np.uint8).view(np.int8)
+    assert len(qb) == len(qa)
+    streams = {**streams, "pixels": [int(v) for v in qa.view(np.uint8)]}
+    rng = np.random.default_rng(4)
+    jobs, expected, labels = [], [], []
+    for shift in [*range(64), 200]:
+        for a_mult, b_mult in add_shift_jobs(shift, rng):
+            rescale = AddRescale(a_mult, b_mult, min(shift, 62))  # >= 62: |t| < 2**44 rounds to 0 either way
+            want = requantize_add(qa, d["x_zero_point"], qb, d["b_zero_point"], rescale, d["y_zero_point"],
+                                  "int8", lo=-100, hi=90)
+            jobs.append((raw, {**streams, "params": [a_mult | b_mult << 32, shift]}))
+            expected.append([int(v) for v in want.view(np.uint8)])
+            labels.append((shift, a_mult, b_mult))
+    results = run_pysim(AddEngine(CFG), jobs, valid_gap=0.1, ready_gap=0.1)
+    for label, want, (got, _) in zip(labels, expected, results):
+        assert got == want, f"{label}: {sum(a != b for a, b in zip(got, want))} of {len(want)} differ"
+    outs = np.array(expected)
+    assert len(np.unique(outs)) > 50 and (outs == 90).any() and (outs == 256 - 100).any()
 
 
 def test_add_full_rate():

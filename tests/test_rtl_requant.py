@@ -155,6 +155,62 @@ def test_double_rounding_follows_float32():
     assert (want != exact).sum() >= len(acc) // 4
 
 
+def visible_product_rounding_cases(rng, right=17):
+    """Cases whose output shows the product rounding's decision, at every shift ``pk`` of the product.
+
+    For each ``pk`` in 1..24 (25 is out of reach: ``a_man <= 2**24`` and ``mantissa < 2**24`` keep the
+    product below ``2**48``): an exact tie (guard set, nothing below it) and, from ``pk = 2``, a round-up
+    decided by the sticky bits alone (guard set, quotient even, something below the guard). The
+    quotient ``q`` is picked next to a rounding boundary of the final ``rne(p_man / 2**right)``, so that
+    rounding the product the other way changes the output byte: a wrong guard, sticky or quotient bit at
+    any ``pk`` shows. ``|acc| < 2**24``, so the first rounding leaves it unchanged (``a_man = |acc|``).
+    """
+    accs, mults, found = [], [], set()
+    half = 1 << (right - 1)
+    quots = np.arange(2 ** (23 - right), 2 ** (24 - right), dtype=np.int64)     # q in [2**23, 2**24)
+    for pk in range(1, 25):
+        # Tie: p = X * 2**(pk - 1), X odd, q = X >> 1; ORT rounds to even. Pick q one below the boundary
+        # (odd q: rounds up onto it) or on it (even q: stays), with the final quotient's parity making
+        # the two choices differ; |acc| = 3 * 2**(pk - 1) and mantissa X / 3 (for pk = 24: 3 * 2**22 and
+        # 2 * X / 3, as 3 * 2**23 would round first).
+        q = np.where(quots % 2 == 1, quots * 2 * half + half - 1, quots * 2 * half + half)
+        x = 2 * q + 1
+        a = 3 << min(pk - 1, 22)
+        mant = x // 3 * (2 if pk == 24 else 1)
+        ok = (x % 3 == 0) & (mant >= 2**23) & (mant < 2**24)
+        cases = [(a, int(mt)) for mt in mant[ok][:2]]
+        # Sticky: q even on the boundary with an even final quotient, p = q * 2**pk + 2**(pk - 1) + s,
+        # 0 < s < 2**(pk - 1): the smallest multiple of a random |acc| above the guard, if it fits.
+        if pk >= 2:
+            qs = rng.choice(quots[quots % 2 == 0], size=4096) * 2 * half + half
+            accs_s = rng.integers(2 ** min(pk, 23), 2 ** min(pk + 1, 24), size=4096)
+            low = (qs << pk) + (1 << (pk - 1)) + 1
+            mant_s = -(-low // accs_s)
+            fits = (accs_s * mant_s < (qs << pk) + (1 << pk)) & (mant_s >= 2**23) & (mant_s < 2**24)
+            cases += [(int(av), int(mt)) for av, mt in zip(accs_s[fits][:2], mant_s[fits][:2])]
+        for a, mant in cases:
+            prod = a * mant                                    # re-derive the rounding from scratch
+            q, guard = prod >> pk, (prod >> (pk - 1)) & 1
+            sticky = prod & ((1 << (pk - 1)) - 1) != 0
+            up = guard & (sticky | q & 1)
+            assert prod.bit_length() == 24 + pk and guard
+            assert round_half_even_shift(q + up, right) != round_half_even_shift(q + 1 - up, right)
+            mult = np.float32(mant * 2.0 ** -(right + pk))     # exact: a 24-bit mantissa
+            accs += [a, -a]
+            mults += [mult, mult]
+            found.add((pk, "sticky" if sticky else "tie"))
+    return np.array(accs, dtype=np.int64), np.array(mults, dtype=np.float32), found
+
+
+def test_product_rounding_at_every_shift():
+    """The product's shift by ``pk`` is split over two stages (whole bytes, then the rest) and its sticky
+    mask comes from the product a stage ahead: every ``pk`` must round ties and sticky cases as ORT."""
+    acc, mult, found = visible_product_rounding_cases(np.random.default_rng(21))
+    assert found == {(pk, kind) for pk in range(1, 25) for kind in ("tie", "sticky") if (pk, kind) != (1, "sticky")}
+    want = check(acc, mult, 0, "uint8", seed=22)
+    assert len(np.unique(want)) > 10
+
+
 def test_multiplier_range_and_zero_mantissa():
     """Multipliers from 0 and the zero-mantissa encoding (< 2**-32) to just below 2**16."""
     rng = np.random.default_rng(7)
