@@ -58,6 +58,9 @@ class _Splitter:
 
     ``beats`` is the length of the next burst: the remaining beats, capped at 256 and at the 4 KiB
     boundary. ``advance(m)`` moves past that burst; ``load(m, addr, length)`` starts a command.
+    ``beats`` is a register (the page/length caps are two compares and two muxes: computed in the cycle
+    after addr/remaining change, not in front of the burst issue), so it is only ``fresh`` from the second
+    cycle after a load or an advance: at most one burst every two cycles.
     """
 
     def __init__(self, m, name, addr_width, data_bytes):
@@ -65,6 +68,7 @@ class _Splitter:
         self.addr = Signal(addr_width, name=f"{name}_addr")
         self.remaining = Signal(32 - self._log2, name=f"{name}_remaining")
         self.beats = Signal(range(_MAX_BEATS + 1), name=f"{name}_beats")
+        self.fresh = Signal(name=f"{name}_fresh")
         to_page = Signal(range(_PAGE + 1), name=f"{name}_to_page")
         page_beats = Signal(range(_PAGE // data_bytes + 1), name=f"{name}_page_beats")
         limit = Signal(range(_MAX_BEATS + 1), name=f"{name}_limit")
@@ -72,19 +76,21 @@ class _Splitter:
             to_page.eq(_PAGE - self.addr[:12]),
             page_beats.eq(to_page >> self._log2),
             limit.eq(Mux(page_beats < _MAX_BEATS, page_beats, _MAX_BEATS)),
-            self.beats.eq(Mux(self.remaining < limit, self.remaining, limit)),
         ]
+        m.d.sync += [self.beats.eq(Mux(self.remaining < limit, self.remaining, limit)), self.fresh.eq(1)]
 
     def advance(self, m):
         m.d.sync += [
             self.addr.eq(self.addr + (self.beats << self._log2)),
             self.remaining.eq(self.remaining - self.beats),
+            self.fresh.eq(0),
         ]
 
     def load(self, m, addr, length):
         m.d.sync += [
             self.addr.eq(addr & ~Const((1 << self._log2) - 1, len(self.addr))),
             self.remaining.eq(length >> self._log2),
+            self.fresh.eq(0),
         ]
 
 
@@ -157,7 +163,7 @@ class DMAReader(wiring.Component):
 
         # Address channel: one burst per cycle while there is room for it.
         issue = Signal()
-        m.d.comb += issue.eq((~ar_valid | self.ar.ready) & (split.remaining != 0) &
+        m.d.comb += issue.eq((~ar_valid | self.ar.ready) & (split.remaining != 0) & split.fresh &
                              (outstanding < self._max_outstanding) & ~self.error & ~draining)
         with m.If(self.ar.ready):
             m.d.sync += ar_valid.eq(0)
@@ -263,7 +269,7 @@ class DMAWriter(wiring.Component):
         m.d.comb += self.cmd.ready.eq(~self.busy)
 
         issue = Signal()
-        m.d.comb += issue.eq((~aw_valid | self.aw.ready) & (aw_split.remaining != 0) &
+        m.d.comb += issue.eq((~aw_valid | self.aw.ready) & (aw_split.remaining != 0) & aw_split.fresh &
                              (outstanding < self._max_outstanding) & ~self.error & ~draining)
         with m.If(self.aw.ready):
             m.d.sync += aw_valid.eq(0)
@@ -285,8 +291,8 @@ class DMAWriter(wiring.Component):
         can_load = Signal()
         load = Signal()
         m.d.comb += [
-            starting.eq((w_left == 0) & (w_credit != 0)),
-            have_burst.eq((w_left != 0) | (w_credit != 0)),
+            starting.eq((w_left == 0) & (w_credit != 0) & w_split.fresh),
+            have_burst.eq((w_left != 0) | starting),
             cur_left.eq(Mux(starting, w_split.beats, w_left)),
             can_load.eq((~w_valid | self.w.ready) & have_burst),
             load.eq(can_load & (self.i.valid | draining)),

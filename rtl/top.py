@@ -154,15 +154,23 @@ class ScaleNet(wiring.Component):
             with m.Default():
                 m.d.comb += rd.ready.eq(sink)
 
-        # Input bytes: conv/pool straight from the adapter; ADD's first input through the FIFO.
+        # Input bytes: conv/pool from the adapter, ADD's first input through the FIFO; byte streams in and
+        # out of the engines through register slices too (the engines' ready logic compares counters with
+        # descriptor fields; it must not extend into the adapters and the DMA).
+        m.submodules.px_skid = px_skid = wrap(SkidBuffer(8))
+        m.submodules.pxb_skid = pxb_skid = wrap(SkidBuffer(8))
+        m.submodules.out_skid = out_skid = wrap(SkidBuffer(8))
+        connect(m, r2b.o, px_skid.i)
+        px = px_skid.o
         m.d.comb += [
-            conv.pixels.payload.eq(r2b.o.payload), pool.pixels.payload.eq(r2b.o.payload),
-            conv.pixels.valid.eq(r2b.o.valid & is_conv), pool.pixels.valid.eq(r2b.o.valid & is_pool),
-            a_fifo.w_data.eq(r2b.o.payload), a_fifo.w_en.eq(r2b.o.valid & is_add),
-            r2b.o.ready.eq(Mux(is_conv, conv.pixels.ready, Mux(is_pool, pool.pixels.ready, a_fifo.w_rdy))),
+            conv.pixels.payload.eq(px.payload), pool.pixels.payload.eq(px.payload),
+            conv.pixels.valid.eq(px.valid & is_conv), pool.pixels.valid.eq(px.valid & is_pool),
+            a_fifo.w_data.eq(px.payload), a_fifo.w_en.eq(px.valid & is_add),
+            px.ready.eq(Mux(is_conv, conv.pixels.ready, Mux(is_pool, pool.pixels.ready, a_fifo.w_rdy))),
             add.pixels.payload.eq(a_fifo.r_data), add.pixels.valid.eq(a_fifo.r_rdy), a_fifo.r_en.eq(add.pixels.ready),
         ]
-        connect(m, r2b_b.o, add.pixels_b)
+        connect(m, r2b_b.o, pxb_skid.i)
+        connect(m, pxb_skid.o, add.pixels_b)
 
         # Output bytes (a conv's through the fused pool when asked) -> words with strobes -> DMA writer
         # (zero-strobe filler while draining).
@@ -170,12 +178,13 @@ class ScaleNet(wiring.Component):
         conv_o = (Mux(fuse, fpool.o.payload, conv.out.payload), Mux(fuse, fpool.o.valid, conv.out.valid))
         m.d.comb += [
             fpool.i.payload.eq(conv.out.payload), fpool.i.valid.eq(conv.out.valid & fuse),
-            fpool.o.ready.eq(b2w.i.ready & fuse),
-            b2w.i.payload.eq(Mux(is_conv, conv_o[0], Mux(is_pool, pool.out.payload, add.out.payload))),
-            b2w.i.valid.eq(Mux(is_conv, conv_o[1], Mux(is_pool, pool.out.valid, add.out.valid))),
-            conv.out.ready.eq(Mux(fuse, fpool.i.ready, b2w.i.ready & is_conv)),
-            pool.out.ready.eq(b2w.i.ready & is_pool), add.out.ready.eq(b2w.i.ready & is_add),
+            fpool.o.ready.eq(out_skid.i.ready & fuse),
+            out_skid.i.payload.eq(Mux(is_conv, conv_o[0], Mux(is_pool, pool.out.payload, add.out.payload))),
+            out_skid.i.valid.eq(Mux(is_conv, conv_o[1], Mux(is_pool, pool.out.valid, add.out.valid))),
+            conv.out.ready.eq(Mux(fuse, fpool.i.ready, out_skid.i.ready & is_conv)),
+            pool.out.ready.eq(out_skid.i.ready & is_pool), add.out.ready.eq(out_skid.i.ready & is_add),
         ]
+        connect(m, out_skid.o, b2w.i)
         connect(m, b2w.o, wr_skid.i)
         with m.If(draining):
             m.d.comb += [dma.wr_data.valid.eq(1), dma.wr_data.payload.eq(0)]
@@ -266,19 +275,22 @@ class ScaleNet(wiring.Component):
         with m.Elif(watchdog != self.watchdog_cycles):
             m.d.sync += watchdog.eq(watchdog + 1)
 
-        # A DMA error, an abort (or soft reset) or the watchdog ends the run from wherever it is.
+        # A DMA error, an abort (or soft reset) or the watchdog ends the run from wherever it is, one cycle
+        # after it happens: the reasons are registered, so the sequencer's next-state logic (every state
+        # checks them) does not start at the DMA's and the control slave's logic.
         fail_now = Signal()
         fail_reason = Signal(8)
-        fail_soft = Signal()
-        m.d.comb += [
+        fail_soft, fail_soft_now = Signal(), Signal()
+        m.d.sync += [
             fail_reason.eq(Mux(dma.error, dma.error_code,
                                Mux(control.abort | control.soft_reset, ErrorCode.ABORTED, ErrorCode.WATCHDOG))),
             fail_now.eq(dma.error | control.abort | control.soft_reset | (watchdog == self.watchdog_cycles)),
+            fail_soft_now.eq(control.soft_reset & ~dma.error),
         ]
 
         def check_fail():
             with m.If(fail_now):
-                m.d.sync += [fail_code.eq(fail_reason), fail_soft.eq(control.soft_reset & ~dma.error)]
+                m.d.sync += [fail_code.eq(fail_reason), fail_soft.eq(fail_soft_now)]
                 m.next = "FAIL"
 
         with m.FSM(name="seq"):
