@@ -8,8 +8,11 @@ from the layers large enough to be split (:func:`~scalenet.scheduler.cpu_model.p
 ``--threads`` workers and timed by wall clock (the other threads' CPU time is not the caller's). The zoo's digits CNN and LeNet-5 layers are then predicted and measured side by side
 (held out: never fitted). Writes scheduler/data/host_cpu.json unless ``--dry-run``; on a machine whose
 load changes under the run the fit is only as good as the report says (see ``max_error_*``).
+With ``--simulator`` the hand-over cost (``rewarm_s`` per class: what the first layer of a working set pays
+after the simulated accelerator evicted it) is measured too, one small layer run on the compiled RTL
+simulator before each timed layer (:func:`~scalenet.scheduler.cpu_model.accelerator_evictor`; ~50 ms each).
 
-    python benchmarks/calibrate_cpu_model.py [--threads 2] [--repeats 9] [--dry-run]
+    python benchmarks/calibrate_cpu_model.py [--threads 2] [--repeats 9] [--simulator] [--dry-run]
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from scalenet import zoo
-from scalenet.scheduler.cpu_model import (CpuModel, KindRate, benchmark_layers, fit_host_model, layer_class,
-                                          layer_features, parallel_ways, time_layer)
+from scalenet.scheduler.cpu_model import (CpuModel, KindRate, accelerator_evictor, benchmark_layers, fit_host_model,
+                                          layer_class, layer_features, parallel_ways, time_layer)
 from scalenet.scheduler.workers import SoftwareWorkers
 
 OUT = Path(__file__).resolve().parent.parent / "scheduler" / "data" / "host_cpu.json"
@@ -46,11 +49,20 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--simulator", action="store_true",
+                    help="also measure the re-warm cost after the simulated accelerator (needs the CXXRTL model)")
     ap.add_argument("--dry-run", action="store_true", help="do not write the JSON file")
     args = ap.parse_args(argv)
     t0 = time.time()
+    sim = None
+    if args.simulator:
+        from scalenet.driver.accelerator import open_target
+        sim = open_target("sim")
     with SoftwareWorkers(1) as w1:
-        model = fit_host_model(w1, size="full", repeats=args.repeats)
+        model = fit_host_model(w1, size="full", repeats=args.repeats,
+                               evict=accelerator_evictor(sim) if sim is not None else None)
+        if sim is not None:
+            sim.close()
         effs = {}
         if args.threads > 1:
             with SoftwareWorkers(args.threads) as wn:
@@ -67,7 +79,7 @@ def main(argv=None):
         kinds = {c: KindRate(k.overhead_s, k.rate, float(np.clip(np.median(effs[c]), 0, 1)) if c in effs
                              else k.efficiency, k.element_s, k.patch_s, k.weight_s, k.pass_s)
                  for c, k in model.kinds.items()}
-        model = CpuModel("host", kinds, model.source, True, model.meta)
+        model = CpuModel("host", kinds, model.source, True, model.meta, model.rewarm_s)
         print(f"fitted in {time.time() - t0:.1f} s; parallel efficiency measured for {sorted(effs)}")
         print(f"{'layer':26s} {'class':9s} {'measured us':>11s} {'model us':>9s} {'error':>7s}")
         fit_err = 0.0
@@ -94,6 +106,9 @@ def main(argv=None):
     for c, k in model.kinds.items():
         print(f"{c:9s} {1e6 * k.overhead_s:11.1f} {k.rate:9.3g} {k.efficiency:5.2f} {1e9 * k.element_s:8.2f} "
               f"{1e9 * k.patch_s:9.2f} {1e9 * k.weight_s:9.3f} {1e9 * k.pass_s:8.1f}")
+    measured = model.meta.get("rewarm_measured", [])
+    print("re-warm after the simulator (us): " + ", ".join(
+        f"{c} {1e6 * v:.0f}{'' if c in measured else ' (default)'}" for c, v in model.rewarm_s.items()))
     if not args.dry_run:
         OUT.write_text(json.dumps({
             "source": f"benchmarks/calibrate_cpu_model.py on {_cpu_name()} ({platform.node()}, load "
@@ -104,6 +119,7 @@ def main(argv=None):
             "kinds": {c: {"overhead_s": k.overhead_s, "rate": min(k.rate, 1e15), "efficiency": k.efficiency,
                           "element_s": k.element_s, "patch_s": k.patch_s, "weight_s": k.weight_s, "pass_s": k.pass_s}
                       for c, k in model.kinds.items()},
+            **({"rewarm_s": {c: model.rewarm_s[c] for c in measured}} if measured else {}),
         }, indent=2) + "\n")
         print(f"wrote {OUT}")
 

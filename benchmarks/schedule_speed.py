@@ -4,6 +4,8 @@
 2. The chain DP against brute force on random chains (must be equal on every one).
 3. The HEFT-style list scheduler against brute force on small random DAGs: how often equal, the gap.
 
+2 and 3 run on the same random tables without and with hand-over (re-warm) costs, side by side.
+
     python benchmarks/schedule_speed.py [--target zedboard] [--repeats 7] [--cases 200]
 """
 
@@ -62,11 +64,15 @@ def zoo_speed(target, repeats):
     print(f"\nslowest: {worst:.1f} ms (goal < 100 ms)\n")
 
 
-def chain_exactness(cases):
+def _with(rewarm):
+    return "with hand-over costs" if rewarm else "without hand-over costs"
+
+
+def chain_exactness(cases, rewarm=False):
     equal = total = 0
     for seed in range(cases):
         n, k = (12, 2) if seed % 3 == 0 else (8, 3) if seed % 3 == 1 else (5 + seed % 5, 2)
-        t = random_table(seed, n=n, k=k, unsupported=0.2)
+        t = random_table(seed, n=n, k=k, unsupported=0.2, rewarm=rewarm)
         fastest, _ = _brute(t, [])
         cs = [(d, w) for w in WEIGHTS for d in _deadlines(t, fastest)]
         for (d, w), best in zip(cs, _brute(t, cs)[1]):
@@ -74,14 +80,14 @@ def chain_exactness(cases):
             total += 1
             equal += (best is None and not dp.feasible) or (best is not None and dp.feasible
                                                              and dp.cost <= best * (1 + 1e-12))
-    print(f"## Chain DP vs brute force\n\n{equal} of {total} cases equal ({cases} random chains of 5-12 layers on "
-          "2-3 resources, 4 weightings x 3 deadlines)\n")
+    print(f"## Chain DP vs brute force ({_with(rewarm)})\n\n{equal} of {total} cases equal ({cases} random chains "
+          "of 5-12 layers on 2-3 resources, 4 weightings x 3 deadlines)\n")
 
 
-def heft_gap(cases):
+def heft_gap(cases, rewarm=False):
     gaps, missed, missed_tight, tight_cases, total = [], 0, 0, 0, 0
     for seed in range(cases):
-        t = random_table(seed, n=3 + seed % 8, dag=True)
+        t = random_table(seed, n=3 + seed % 8, dag=True, rewarm=rewarm)
         fastest, _ = _brute(t, [])
         cs = [(d, w) for w in WEIGHTS for d in _deadlines(t, fastest)]
         for (d, w), best in zip(cs, _brute(t, cs)[1]):
@@ -96,7 +102,8 @@ def heft_gap(cases):
                 continue
             gaps.append(h.cost / best - 1)
     g = np.array(gaps)
-    print(f"## HEFT-style list scheduler vs brute force\n\n{total} cases ({cases} random DAGs of 3-10 layers, "
+    print(f"## HEFT-style list scheduler vs brute force ({_with(rewarm)})\n\n{total} cases ({cases} random DAGs "
+          "of 3-10 layers, "
           f"4 weightings x 3 deadlines, the tightest = the optimum latency):\n")
     print(f"- feasible placement missed: {missed} ({missed_tight} of them at the tightest deadline, of "
           f"{tight_cases} such cases)")
@@ -112,8 +119,10 @@ def main():
     ap.add_argument("--cases", type=int, default=200)
     args = ap.parse_args()
     zoo_speed(args.target, args.repeats)
-    chain_exactness(args.cases // 2)
-    heft_gap(args.cases)
+    for rewarm in (False, True):
+        chain_exactness(args.cases // 2, rewarm)
+    for rewarm in (False, True):
+        heft_gap(args.cases, rewarm)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,20 @@ def main():
         "`scalenet.scheduler.metrics` (CPU and accelerator idle/dynamic power, DMA and hand-over energy). Average "
         "power = idle power of the powered resources + dynamic energy per frame / frame period; energy per frame = "
         "dynamic energy + idle power x latency.",
+        "- **Hand-over cost** (`CostTable.rewarm`; the timing model, the chain DP, HEFT and brute force all "
+        "charge it): a layer that reads a tensor made on another resource finds that resource's caches holding none "
+        "of its working sets, and the first layer of each working set afterwards pays a re-warm on top of its own "
+        "cost (a frame starts warm only on the resource that made the previous frame's outputs). On a Zynq board "
+        "the link's cache maintenance invalidated the handed-over buffer: the first CPU layer re-reads its input "
+        "at the link's `refetch_bps` (600 MB/s on the Cortex-A9, `scheduler/data/power.json`, cited). On the host "
+        "target the simulated accelerator runs on the CPU and evicts its caches: the first layer of each kernel "
+        "library (onnxruntime for convolutions and dense layers, one numpy kernel per other class; plus a shared "
+        "interpreter set any layer re-warms) pays its part of the CPU model's `rewarm_s` of its class, measured "
+        "against the simulator (`fit_host_model(evict=accelerator_evictor(sim))`: ~150 us for onnxruntime, ~40 us "
+        "for a max pool, ~15 us for a flatten here). With it, mixed placements of the digits CNN and LeNet-5 on "
+        "the simulator are predicted within ~10 % (`benchmarks/mixed_frames.py`; 37-135 % off without it). This "
+        "target: "
+        f"{meta['rewarm_source']}.",
         "- Baselines: all-accelerator (CPU fallback for unsupported layers), all-software, greedy fastest-per-layer "
         "(ignores moves), delegate-all-supported (ONNX Runtime style: every supported layer; its placement equals "
         "all-accelerator's), largest supported partition (TFLite delegate style: one partition).",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["LayerCost", "ResourceSpec", "CostTable", "random_table"]
+__all__ = ["LayerCost", "Rewarm", "ResourceSpec", "CostTable", "random_table"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,25 @@ class LayerCost:
     latency_s: float
     energy_j: float
     power_w: float
+
+
+@dataclass(frozen=True)
+class Rewarm:
+    """What one layer pays on one resource to re-warm a working set a hand-over evicted (the hand-over cost).
+
+    A *hand-over* into a resource is a layer there reading a tensor another resource made (or, at a frame's
+    start, the previous frame's outputs having been made elsewhere). It leaves the resource's caches holding
+    none of its working sets; afterwards the first layer of each ``working_set`` label pays ``latency_s``
+    (and ``energy_j``) on top of its :class:`LayerCost`, later layers of the same label find it warm. On a
+    board this is the re-fetch of the handed-over buffers the cache maintenance invalidated (one label for
+    every layer: only the first layer after the hand-over pays); on the host target it is the re-warm of
+    the kernel libraries' code and data, which the simulated accelerator, running on the same CPU, evicts
+    (one label per library — onnxruntime, each numpy kernel — plus the interpreter's, shared by all).
+    """
+
+    latency_s: float
+    energy_j: float
+    working_set: str
 
 
 @dataclass(frozen=True)
@@ -52,7 +71,9 @@ class CostTable:
     ``cost[(layer, resource)]`` is missing when the resource cannot run the layer. ``out_bytes[layer]``
     is the size of the layer's output tensor. Moving ``n`` bytes from resource ``a`` to ``b`` takes
     ``n / bandwidth[(a, b)]`` seconds (plus ``transfer_latency_s``) and ``n * energy_per_byte[(a, b)]``
-    joules; a pair that shares memory is simply absent (free).
+    joules; a pair that shares memory is simply absent (free). ``rewarm[(layer, resource)]`` is the
+    layer's :class:`Rewarm`, or a tuple of them when the layer needs several working sets (each paid if
+    cold; a zero-second part only marks its set warm); missing: a hand-over costs it nothing beyond the move.
     """
 
     graph_name: str
@@ -66,6 +87,7 @@ class CostTable:
     bandwidth: dict = field(default_factory=dict)  # (src, dst) -> bytes/s
     energy_per_byte: dict = field(default_factory=dict)  # (src, dst) -> J/byte
     transfer_latency_s: float = 0.0
+    rewarm: dict = field(default_factory=dict)  # (layer, resource) -> Rewarm or tuple of Rewarm
     meta: dict = field(default_factory=dict)  # provenance: target, model versions, calibration
 
     def supported(self, layer, resource) -> bool:
@@ -79,10 +101,11 @@ class CostTable:
                 nbytes * self.energy_per_byte.get((src, dst), 0.0))
 
 
-def random_table(seed, n=8, k=2, dag=False, unsupported=0.15):
+def random_table(seed, n=8, k=2, dag=False, unsupported=0.15, rewarm=False):
     """A synthetic table of ``n`` layers (a chain, or a random DAG) on ``k`` resources with small integer costs,
     so sums and comparisons are exact in floating point: how the algorithms are checked against brute force
-    (tests) and timed (benchmarks), independently of the metric models."""
+    (tests) and timed (benchmarks), independently of the metric models. ``rewarm``: most layers also get a
+    hand-over cost on most resources, with two or three working-set labels per resource."""
     import numpy as np
     rng = np.random.default_rng(seed)
     names = [f"l{i}" for i in range(n)]
@@ -110,5 +133,14 @@ def random_table(seed, n=8, k=2, dag=False, unsupported=0.15):
             if a != b and rng.random() < 0.9:
                 bw[(a, b)] = float(rng.choice([1.0, 0.5, 2.0]))
                 epb[(a, b)] = float(rng.integers(0, 3))
-    return CostTable(f"rand{seed}", names, preds, res, cost, {l: int(rng.integers(0, 5)) for l in names},
-                     in_bytes=int(rng.integers(0, 5)), host="cpu", bandwidth=bw, energy_per_byte=epb)
+    out_bytes, in_bytes = {l: int(rng.integers(0, 5)) for l in names}, int(rng.integers(0, 5))
+    warm = {}
+    if rewarm:              # drawn after everything else: the same seed gives the same table plus the term
+        labels = {r: int(rng.integers(2, 4)) for r in res}
+        for (l, r) in cost:
+            if rng.random() < 0.8:
+                parts = tuple(Rewarm(float(rng.integers(0, 8)), float(rng.integers(0, 6)), f"ws{v}")
+                              for v in sorted({int(v) for v in rng.integers(0, labels[r], int(rng.integers(1, 3)))}))
+                warm[(l, r)] = parts[0] if len(parts) == 1 else parts
+    return CostTable(f"rand{seed}", names, preds, res, cost, out_bytes, in_bytes=in_bytes, host="cpu",
+                     bandwidth=bw, energy_per_byte=epb, rewarm=warm)

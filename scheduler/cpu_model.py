@@ -25,11 +25,17 @@ machine's speed drifts with its load). Without the file the built-in defaults ap
 project's development host (so CI never depends on a calibration). ``cortex-a9`` and ``microblaze`` come
 from published figures (cited per entry, estimates flagged).
 
-Known gap (open): inside the runtime, a software segment that starts after an accelerator segment finds
-cold caches and costs 2-3x its micro-benchmarked time on its first layer (~150-250 us here, onnxruntime's
-code and data evicted by the simulator thread and other processes), and ~1.5x on the next ones; the
-per-layer model does not yet carry such a per-segment term, so mixed placements on this host measure
-30-120 % above the prediction (tests/test_scheduler_runtime.py, the 15 % test, fails on them).
+Hand-over (re-warm) cost. On the host target the simulated accelerator runs on this CPU and evicts the
+software layers' caches: after a hand-over from it, the first layer of each *working set* — the code and
+data of one kernel library (:data:`WORKING_SETS`: onnxruntime's QLinearConv for convolutions and dense
+layers alike, one numpy kernel per other class) — runs longer, the later layers of a segment find it warm.
+``rewarm_s[class]`` is what a layer of the class pays first after an eviction; :meth:`CpuModel.rewarm_parts`
+splits it by working set (measured in mixed frames here: the first convolution or dense layer after the
+simulator +150-185 us, +120-130 us after a numpy layer of the same segment; a max pool +35-45 us wherever
+it comes; a flatten +5-15 us first, ~0 after another layer; the rest of the segment within ~10-20 us of
+the warm model). :func:`fit_host_model` measures ``rewarm_s`` with ``evict`` (e.g.
+:func:`accelerator_evictor`: one small layer on the simulator) run before each timed layer;
+:class:`~scalenet.scheduler.costs.Rewarm` and :mod:`.schedule` say how the scheduler charges it.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ import numpy as np
 from scalenet.errors import ScalenetError
 from scalenet.ir import Add, AvgPool, Clip, Concat, Conv, Dense, Flatten, GlobalAvgPool, MaxPool
 
-__all__ = ["KindRate", "CpuModel", "layer_class", "layer_work", "layer_features", "parallel_ways",
+__all__ = ["KindRate", "CpuModel", "WORKING_SETS", "working_set", "REWARM_LAYERS", "accelerator_evictor",
+           "layer_class", "layer_work", "layer_features", "parallel_ways",
            "CPU_MODELS", "get_cpu_model", "load_host_model", "fit_host_model", "benchmark_layers",
            "time_layer", "time_layers", "LAYER_CLASSES", "MIN_PARALLEL_WORK", "FEATURES"]
 
@@ -55,6 +62,18 @@ MIN_PARALLEL_WORK = {"conv": 2_000_000, "depthwise": 500_000, "dense": 1_000_000
                      "avgpool": 200_000, "gap": 200_000, "add": 100_000, "clip": 200_000}
 """Work below which a layer runs whole on one worker (moves never split). Handing a tile to a pool thread
 and joining it costs ~50-150 us here; a tile below these sizes takes about that long."""
+
+
+WORKING_SETS = {"conv": "onnxruntime", "dense": "onnxruntime"}
+"""Layer class -> the working set (kernel library) it needs warm; a class not listed is its own. The
+workers run both convolutions and dense layers as onnxruntime QLinearConv sessions (a dense layer after
+a convolution in one segment finds the library warm: measured, +5-35 us against +115-170 us cold). Every
+layer also re-warms the shared ``"python"`` set (the interpreter and numpy paths every kernel call takes;
+see :meth:`CpuModel.rewarm_parts`)."""
+
+
+def working_set(cls: str) -> str:
+    return WORKING_SETS.get(cls, cls)
 
 
 def parallel_ways(cls: str, work: float, threads: int) -> int:
@@ -80,6 +99,7 @@ class CpuModel:
     source: str = ""
     calibrated: bool = False
     meta: dict = field(default_factory=dict, compare=False)
+    rewarm_s: dict = field(default_factory=dict)  #: class -> seconds to re-warm its working set after eviction
 
     def seconds(self, cls: str, work: float, threads: int = 1, elements: float = 0, patch: float = 0,
                 weights: float = 0, passes: float = 0) -> float:
@@ -95,6 +115,24 @@ class CpuModel:
 
     def layer_seconds(self, graph, layer, threads: int = 1) -> float:
         return self.seconds(layer_class(layer), threads=threads, **layer_features(graph, layer))
+
+    def rewarm_seconds(self, cls: str) -> float:
+        """What a layer of class ``cls`` pays first after an eviction to re-warm its working sets (0: not
+        modelled, e.g. a CPU nothing else evicts)."""
+        return float(self.rewarm_s.get(cls, 0.0))
+
+    def rewarm_parts(self, cls: str) -> list:
+        """:meth:`rewarm_seconds` split into [(working set, seconds)], each paid only while that set is cold.
+        A move (a reshape or copy: no kernel library) re-warms only the shared ``"python"`` set, so its
+        re-warm is that set's; onnxruntime layers pay it out of theirs (what they save after another layer
+        of the segment, measured +120-130 us against +150-185 us); numpy kernels measured no cheaper after
+        an onnxruntime layer, so they pay their whole figure for their own set and warm ``"python"`` free."""
+        total, shared = self.rewarm_seconds(cls), self.rewarm_seconds("move")
+        if cls == "move":
+            return [("python", total)]
+        if working_set(cls) == "onnxruntime":
+            return [("onnxruntime", max(0.0, total - shared)), ("python", min(total, shared))]
+        return [(working_set(cls), total), ("python", 0.0)]
 
 
 def layer_class(layer) -> str:
@@ -204,7 +242,11 @@ _HOST_DEFAULT = CpuModel("host", {
     "add": KindRate(140e-6, 8.6e7, 0.8),
     "clip": KindRate(28e-6, 1.5e10, 0.8),
     "move": KindRate(7e-6, 6e9, 0.5),
-}, source="built-in defaults (run benchmarks/calibrate_cpu_model.py to fit this machine)")
+}, source="built-in defaults (run benchmarks/calibrate_cpu_model.py to fit this machine)",
+    # Re-warm after the simulated accelerator ran (fit_host_model with accelerator_evictor on the development
+    # host: medians of (evicted - warm) per class, rounded).
+    rewarm_s={"conv": 140e-6, "depthwise": 140e-6, "dense": 135e-6, "maxpool": 45e-6, "avgpool": 150e-6,
+              "gap": 150e-6, "add": 115e-6, "clip": 60e-6, "move": 12e-6})
 
 
 def load_host_model(path=None) -> CpuModel:
@@ -222,8 +264,10 @@ def load_host_model(path=None) -> CpuModel:
     for cls, p in raw["kinds"].items():
         kinds[cls] = KindRate(float(p["overhead_s"]), float(p["rate"]), float(p["efficiency"]),
                               *(float(p.get(k, 0.0)) for k in ("element_s", "patch_s", "weight_s", "pass_s")))
+    rewarm = dict(_HOST_DEFAULT.rewarm_s)
+    rewarm.update({cls: float(v) for cls, v in raw.get("rewarm_s", {}).items()})
     return CpuModel("host", kinds, source=raw.get("source", "benchmarks/calibrate_cpu_model.py"), calibrated=True,
-                    meta={k: v for k, v in raw.items() if k != "kinds"})
+                    meta={k: v for k, v in raw.items() if k not in ("kinds", "rewarm_s")}, rewarm_s=rewarm)
 
 
 CPU_MODELS = {
@@ -357,12 +401,48 @@ def _fit_class(rows):
             coef.get("weights", 0.0), coef.get("passes", 0.0))
 
 
+REWARM_LAYERS = ("conv8x8@16k3g1s1", "conv24x48@6k3g1s1", "conv4x12@14k5g1s1", "conv8x8@16k3g8s1", "fc200x50",
+                 "fc400x100", "maxpool8@20k2", "maxpool24@16k3", "avgpool4@12k2", "gap24@7", "add16@12",
+                 "clip16@12", "flat8@4", "cat8@6")
+"""The :func:`benchmark_layers` the re-warm cost is measured on (one to three per class)."""
+
+
+def accelerator_evictor(accelerator):
+    """A callable that runs one small convolution on ``accelerator`` (a driver Accelerator; its memory
+    image is overwritten): what the host does for a hand-over to the accelerator. On the simulated target
+    that is the CXXRTL model running on this CPU — the eviction :func:`fit_host_model` measures."""
+    from scalenet.quant import QParams
+    rng = np.random.default_rng(2)
+    layer = Conv(name="evictor", inputs=["x"], output="y", weight=rng.integers(-127, 128, (4, 4, 3, 3)).astype(np.int8),
+                 w_q=QParams(np.full(4, 0.01, np.float32), 0, "int8"), bias=rng.integers(-300, 300, 4),
+                 pads=(1, 1, 1, 1), lo=0)
+    loaded = accelerator.load(_one(layer, [(4, 6, 6)]))
+    x = rng.integers(-128, 128, (1, 4, 6, 6)).astype(np.int8)
+    return lambda: accelerator.run(loaded, x)
+
+
+def _fit_rewarm(workers, evict, classes, repeats, clock) -> dict:
+    """class -> median over its :data:`REWARM_LAYERS` of (time after ``evict()`` - time in rounds), >= 0."""
+    graphs = [g for g in benchmark_layers("quick")
+              if g.name in REWARM_LAYERS and (classes is None or layer_class(g.layers[0]) in classes)]
+    warm = time_layers(workers, graphs, repeats, clock)
+    cold = time_layers(workers, graphs, repeats, clock, between=evict)
+    extra = {}
+    for g, w, c in zip(graphs, warm, cold):
+        extra.setdefault(layer_class(g.layers[0]), []).append(max(0.0, c - w))
+    return {cls: float(np.median(v)) for cls, v in extra.items()}
+
+
 def fit_host_model(workers=None, *, size="quick", repeats=7, clock=time.thread_time, threads=1,
-                   efficiency=None, between=None) -> CpuModel:
+                   efficiency=None, between=None, evict=None, rewarm_classes=None, rewarm_repeats=5) -> CpuModel:
     """The host model fitted now, on this machine, from :func:`benchmark_layers` run on ``workers``
     (default: one-thread :class:`~scalenet.scheduler.workers.SoftwareWorkers`) timed by ``clock`` (default:
     the calling thread's CPU time, which other processes on a shared machine do not inflate); ``between`` is
     passed to :func:`time_layers` (the conditions the layers will run in).
+
+    With ``evict`` (e.g. :func:`accelerator_evictor`), the hand-over cost ``rewarm_s`` is measured too:
+    :data:`REWARM_LAYERS` of ``rewarm_classes`` (default all) timed in rounds and with ``evict()`` before
+    each, ``rewarm_repeats`` times; classes not measured keep the stored/default figures.
 
     Only one-thread costs are measured; the parallel ``efficiency`` per class comes from ``efficiency``
     (a dict) or the stored/default host model. ``meta["points"]`` keeps (layer, class, features,
@@ -374,6 +454,7 @@ def fit_host_model(workers=None, *, size="quick", repeats=7, clock=time.thread_t
         graphs = benchmark_layers(size)
         seconds = time_layers(workers, graphs, repeats, clock, between)
         points = [(g.name, layer_class(g.layers[0]), layer_features(g, g.layers[0]), t) for g, t in zip(graphs, seconds)]
+        rewarm = _fit_rewarm(workers, evict, rewarm_classes, rewarm_repeats, clock) if evict is not None else {}
     finally:
         if own:
             workers.close()
@@ -389,5 +470,7 @@ def fit_host_model(workers=None, *, size="quick", repeats=7, clock=time.thread_t
         kinds[cls] = KindRate(overhead, 1.0 / inv_rate if inv_rate > 0 else math.inf,
                               float(eff.get(cls, base.kinds[cls].efficiency)), element_s, patch_s, weight_s, pass_s)
     return CpuModel("host", kinds, source=f"fitted in situ from {len(points)} micro-benchmarks of the workers "
-                    f"({getattr(clock, '__name__', clock)}, layers in rounds, median of {repeats})", calibrated=True,
-                    meta={"points": points})
+                    f"({getattr(clock, '__name__', clock)}, layers in rounds, median of {repeats})"
+                    + (f"; re-warm of {', '.join(sorted(rewarm))} measured after eviction" if rewarm else ""),
+                    calibrated=True, meta={"points": points, "rewarm_measured": sorted(rewarm)},
+                    rewarm_s={**base.rewarm_s, **rewarm})

@@ -15,6 +15,15 @@ Per (layer, resource), one frame:
   with it), ``meta["accel_fused_pools"]`` maps such pools to their conv.
 - transfers ``cpu`` <-> ``accel``: the target's link (cache maintenance on shared DDR, or a UART), bytes
   over bandwidth plus a fixed latency, energy per byte.
+- hand-over cost (``rewarm``, :class:`~.costs.Rewarm`) of each layer on ``cpu``: what the CPU pays after a
+  hand-over besides the move. Where the accelerator is simulated on the CPU (``Target.accel_on_cpu``, the
+  host target) the simulator evicts the CPU's caches: the first layer of each kernel library's working
+  set (:data:`.cpu_model.WORKING_SETS`, and a shared interpreter set) pays its part of the CPU model's
+  ``rewarm_s`` of its class (:meth:`.cpu_model.CpuModel.rewarm_parts`; measured against the simulator by
+  :func:`.cpu_model.fit_host_model`). On a board the link's cache maintenance
+  invalidated the handed-over buffer: the first layer after a hand-over re-reads its input bytes at the
+  link's ``refetch_bps`` (data/power.json; one working set, so only that layer pays). Energy: the CPU's
+  dynamic power over those seconds (plus DRAM energy per re-read byte).
 
 Accuracy is not a cost: the accelerator and the workers are bit-exact with the reference, so placement
 never changes outputs (tests/test_scheduler_workers.py).
@@ -31,13 +40,13 @@ from scalenet.rtl.config import AcceleratorConfig
 
 from . import power
 from .accel_model import AccelModel, fused_producer, load_coefficients
-from .costs import CostTable, LayerCost, ResourceSpec
+from .costs import CostTable, LayerCost, ResourceSpec, Rewarm
 from .cpu_model import get_cpu_model, layer_class, layer_work
 from .targets import Target, get_target
 
 __all__ = ["build_cost_table", "accel_model_for", "MODEL_VERSION"]
 
-MODEL_VERSION = 2
+MODEL_VERSION = 3
 
 
 def accel_model_for(target: Target, config: AcceleratorConfig | None = None) -> AccelModel:
@@ -96,17 +105,29 @@ def build_cost_table(graph: Graph, target="zedboard", *, config: AcceleratorConf
             unsupported[layer.name] = str(e)
 
     bandwidth, epb, latency = {}, {}, 0.0
-    if tgt.link is not None:
-        link = power.coefficients()["links"][tgt.link]
+    link = power.coefficients()["links"][tgt.link] if tgt.link is not None else {}
+    if link:
         for pair in (("cpu", "accel"), ("accel", "cpu")):
             bandwidth[pair] = float(link["bandwidth_bps"])
             epb[pair] = float(link["j_per_byte"])
         latency = float(link["latency_s"])
+    rewarm, rewarm_source = {}, "none (nothing evicts the CPU's caches at a hand-over)"
+    if tgt.accel_on_cpu:
+        rewarm_source = f"CPU model {cpu.name}: re-warm of the working set evicted by the simulated accelerator"
+        for layer in graph.layers:
+            rewarm[(layer.name, "cpu")] = tuple(Rewarm(t, cpu_p["dynamic"] * t, ws)
+                                                for ws, t in cpu.rewarm_parts(layer_class(layer)))
+    elif "refetch_bps" in link:
+        rewarm_source = f"link {tgt.link}: the invalidated input re-read at {link['refetch_bps']:.3g} B/s"
+        for layer in graph.layers:
+            nbytes = sum(math.prod(graph.tensors[i].shape) for i in dict.fromkeys(layer.inputs))
+            t = nbytes / float(link["refetch_bps"])
+            rewarm[(layer.name, "cpu")] = Rewarm(t, cpu_p["dynamic"] * t + nbytes * j_per_byte, "handed-over input")
     coef_meta = load_coefficients.__module__
     return CostTable(
         graph_name=graph.name, layers=layers, preds=preds, resources=resources, cost=cost, out_bytes=out_bytes,
         in_bytes=int(math.prod(graph.input.shape)), host="cpu", bandwidth=bandwidth, energy_per_byte=epb,
-        transfer_latency_s=latency,
+        transfer_latency_s=latency, rewarm=rewarm,
         meta={
             "target": tgt.name, "description": tgt.description, "model_version": MODEL_VERSION,
             "accel_config": cfg.describe(), "accel_clock_hz": tgt.accel_clock_hz, "threads": threads,
@@ -116,5 +137,5 @@ def build_cost_table(graph: Graph, target="zedboard", *, config: AcceleratorConf
             "layer_classes": {l.name: layer_class(l) for l in graph.layers},
             "layer_work": {l.name: layer_work(graph, l) for l in graph.layers},
             "unsupported": unsupported, "power_modelled": True,
-            "accel_fused_pools": fused_pools, "accel_standalone": standalone,
+            "accel_fused_pools": fused_pools, "accel_standalone": standalone, "rewarm_source": rewarm_source,
         })

@@ -12,10 +12,12 @@ Measured per-layer times are real: the accelerator's from its PERF_CYCLES counte
 started on its own, so every layer gets its own count; a fused conv + max pool descriptor is counted on
 the conv, the pool measures 0) divided by the target's clock — on the simulator these are the cycles the
 RTL took — and the software layers' wall time (or their thread's CPU time). The prediction is the cost
-table's, except that a max pool the table priced as fused into its conv is priced stand-alone when the
-execution separates them (different segments, or ``fuse_pool=False``). A frame's measured latency
-puts the measured layer times through the schedule's own timing model (:func:`.schedule.evaluate`; moves
-between resources keep their modelled cost), so predicted and measured differ only by the layer costs.
+table's, hand-over (re-warm) costs included, except that a max pool the table priced as fused into its
+conv is priced stand-alone when the execution separates them (different segments, or
+``fuse_pool=False``). A frame's measured latency puts the measured layer times through the schedule's own
+timing model (:func:`.schedule.evaluate`; moves between resources keep their modelled cost, the modelled
+re-warm is dropped: a measured layer time already contains it), so predicted and measured differ only by
+the layer costs.
 Outputs are bit-exact with :meth:`Graph.run` whatever the placement.
 """
 
@@ -394,13 +396,14 @@ class Runtime:
                          [fr["cycles"] for fr in frames], list(self.notes))
 
     def measured_schedule(self, layer_seconds: dict) -> Schedule:
-        """The executed placement re-timed with measured layer times (moves keep their modelled cost)."""
+        """The executed placement re-timed with measured layer times (moves keep their modelled cost; the
+        hand-over re-warm is in the measured times)."""
         table: CostTable = self.table
         cost = dict(table.cost)
         for layer, resource in self.placement.items():
             old = cost[(layer, resource)]
             t = float(layer_seconds[layer])
             cost[(layer, resource)] = LayerCost(t, old.energy_j, old.power_w)
-        measured = replace(table, cost=cost)
+        measured = replace(table, cost=cost, rewarm={})
         return evaluate(measured, self.placement, self.schedule.deadline_s,
                         period_s=self.schedule.period_s, weights=self.schedule.weights, method="measured")

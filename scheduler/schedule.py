@@ -13,6 +13,13 @@ arrives on the host. Layers are dispatched in one fixed priority order, HEFT's u
 to the end with mean costs), each as early as its resource and inputs allow (no insertion into earlier
 gaps) — for a chain there is nothing to choose.
 
+Hand-over cost (``CostTable.rewarm``). A layer that reads a tensor made on another resource (the graph
+input counts as made on the host) finds its resource's caches evicted of every working set; the first
+layer of each working-set label after that runs its :class:`~scalenet.scheduler.costs.Rewarm` seconds
+longer (and spends its joules). A frame starts with a resource warm only if the frame's outputs are all
+made there — frames follow one another, so otherwise the previous frame handed over to it — and cold
+otherwise.
+
 Objectives, over one frame period ``T`` (the deadline unless given): the latency ``L``; the average
 system power ``P = I + D / T``, where ``D`` is the dynamic energy of the frame (layers + moves) and ``I``
 the idle power of the powered resources (the host always; a ``gateable`` resource only if a layer uses
@@ -26,9 +33,14 @@ Exactness. For a chain the dynamic programme over (layer, resource) keeps, per s
 (latency, dynamic energy) labels of partial placements: the cost is increasing in both and the deadline
 only bounds latency, so a dominated label can never complete to a better feasible schedule, and the best
 feasible final label is optimal (idle power depends on which gateable resources are used: the DP runs
-once per subset of them). Branching graphs use a list scheduler (HEFT's upward-rank order, earliest
-finish time plus an energy price swept over a range) followed by single-layer moves; it is checked
-against brute force in the tests and benchmarks.
+once per subset of them). With hand-over costs a state is (resource, warm working sets of that resource):
+in a chain every return to a resource is a hand-over, so the other resources' caches never matter, and
+the future cost of a partial placement depends on nothing else; the frame-start rule ties the first
+layer's state to the last layer's resource, so the DP runs once per resource the chain may end on.
+Branching graphs use a list scheduler (HEFT's upward-rank order, earliest finish time plus an energy
+price swept over a range) followed by single-layer moves and moves of two layers close in the dispatch
+order (restarted from the fastest candidates when no feasible placement is found); it is checked against
+brute force in the tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -99,6 +111,7 @@ class Schedule:
     reference: tuple | None = None   # (L0, P0, E0) the objectives are normalised by
     note: str = ""
     extra: dict = field(default_factory=dict)
+    rewarm_s: dict = field(default_factory=dict)   # layer -> hand-over (re-warm) seconds it was charged
 
     @property
     def avg_power_w(self) -> float:
@@ -141,7 +154,7 @@ class Schedule:
             "powered": list(self.powered), "cost": self.cost, "weights": self.weights, "note": self.note,
             "layers_per_resource": self.count(),
             "layers": [{"layer": l, "resource": self.placement[l], "start_s": self.start[l],
-                        "finish_s": self.finish[l]} for l in self.order],
+                        "finish_s": self.finish[l], "rewarm_s": self.rewarm_s.get(l, 0.0)} for l in self.order],
             "transfers": [{"layer": t.layer, "src": t.src, "dst": t.dst, "start_s": t.start,
                            "finish_s": t.finish, "bytes": t.nbytes, "energy_j": t.energy_j}
                           for t in self.transfers],
@@ -254,6 +267,23 @@ class _Problem:
             self.te.append([[x[1] for x in row] for row in t])
         tin = [table.transfer(table.host, b, int(table.in_bytes)) for b in self.res]
         self.tin, self.ein = [x[0] for x in tin], [x[1] for x in tin]
+        # hand-over costs: rw[i][r] = [(seconds, joules, working-set bit), ...] or None; bits are per resource
+        self.rw = [[None] * k for _ in range(n)]
+        bits = {}
+        for (l, rn), ws in table.rewarm.items():
+            if l not in index or rn not in self.rindex:
+                raise ScheduleError(f"cost table of {table.graph_name}: hand-over cost for ({l!r}, {rn!r}), "
+                                    "not a layer and resource of the table")
+            r = self.rindex[rn]
+            parts = []
+            for w in (ws if isinstance(ws, (tuple, list)) else (ws,)):
+                if not (w.latency_s >= 0 and w.energy_j >= 0):
+                    raise ScheduleError(f"cost table of {table.graph_name}: hand-over cost of {l} on {rn} must "
+                                        f"be >= 0, not {w.latency_s} s / {w.energy_j} J")
+                bit = bits.setdefault((r, w.working_set), 1 << sum(1 for q, _ in bits if q == r))
+                parts.append((float(w.latency_s), float(w.energy_j), bit))
+            self.rw[index[l]][r] = parts or None
+        self.has_rewarm = bool(bits)
         specs = [table.resources[r] for r in self.res]
         self.idle = [float(s.idle_power_w) for s in specs]
         self.gateable = [bool(s.gateable) and r != self.host for r, s in enumerate(specs)]
@@ -289,10 +319,13 @@ class _Problem:
         arr = [None] * len(self.names)
         inp = [None] * k
         D = 0.0
+        warm = self._start_warm(p) if self.has_rewarm else None
         for i in self.order:
             r = p[i]
             ready = 0.0
+            handed = False
             if self.reads_input[i] and r != host:
+                handed = True
                 if inp[r] is None:
                     inp[r] = self.tin[r]
                     D += self.ein[r]
@@ -302,6 +335,7 @@ class _Problem:
                 if q == r:
                     t = fin[j]
                 else:
+                    handed = True
                     a = arr[j]
                     if a is None:
                         a = arr[j] = [None] * k
@@ -312,7 +346,12 @@ class _Problem:
                 if t > ready:
                     ready = t
             f = free[r]
-            fin[i] = f = (f if f > ready else ready) + self.lat[i][r]
+            f = (f if f > ready else ready) + self.lat[i][r]
+            if warm is not None:
+                x, e, warm[r] = self.charge(i, r, 0 if handed else warm[r])
+                f += x
+                D += e
+            fin[i] = f
             free[r] = f
             D += self.en[i][r]
         L = 0.0
@@ -333,11 +372,15 @@ class _Problem:
         start = [0.0] * n if detail else None
         arrived = {}                       # (layer or -1, dst) -> time the tensor is there
         moves = [] if detail else None
+        charged = {} if detail else None
         D = 0.0
+        warm = self._start_warm(p) if self.has_rewarm else None
         for i in self.order:
             r = p[i]
             ready = 0.0
+            handed = False
             if self.reads_input[i] and r != self.host:
+                handed = True
                 key = (-1, r)
                 if key not in arrived:
                     arrived[key] = self.tin[r]
@@ -350,6 +393,7 @@ class _Problem:
                 if q == r:
                     t = fin[j]
                 else:
+                    handed = True
                     key = (j, r)
                     if key not in arrived:
                         arrived[key] = fin[j] + self.tt[j][q][r]
@@ -360,7 +404,14 @@ class _Problem:
                 if t > ready:
                     ready = t
             s = free[r] if free[r] > ready else ready
-            fin[i] = f = s + self.lat[i][r]
+            f = s + self.lat[i][r]
+            if warm is not None:
+                x, e, warm[r] = self.charge(i, r, 0 if handed else warm[r])
+                f += x
+                D += e
+                if detail and (x or e):
+                    charged[i] = x
+            fin[i] = f
             free[r] = f
             D += self.en[i][r]
             if detail:
@@ -376,8 +427,31 @@ class _Problem:
             if t > L:
                 L = t
         if detail:
-            return L, D, start, fin, moves
+            return L, D, start, fin, moves, charged
         return L, D
+
+    def _start_warm(self, p) -> list:
+        """Per resource, its warm working sets (a bit mask; -1: all) at a frame's start: all on the resource
+        that made every output of the previous frame (the same placement), none elsewhere."""
+        warm = [0] * len(self.res)
+        ends = {p[o] for o in self.outputs}
+        if len(ends) == 1:
+            warm[ends.pop()] = -1
+        return warm
+
+    def charge(self, i, r, m):
+        """(seconds, joules, new mask) of layer ``i`` starting on ``r`` whose warm working sets are ``m``:
+        the parts of its hand-over cost whose working sets are cold."""
+        parts = self.rw[i][r]
+        if parts is None:
+            return 0.0, 0.0, m
+        x = e = 0.0
+        for s, j, bit in parts:
+            if not m & bit:
+                x += s
+                e += j
+                m |= bit
+        return x, e, m
 
 
 class _Objective:
@@ -417,7 +491,7 @@ def _software_placement(prob: _Problem) -> list:
 
 
 def _result(prob: _Problem, obj: _Objective, p, method, feasible=True, note="") -> Schedule:
-    L, D, start, fin, moves = prob.simulate(p, detail=True)
+    L, D, start, fin, moves, charged = prob.simulate(p, detail=True)
     used = set(p)
     idle = prob.idle_power(used)
     names, res = prob.names, prob.res
@@ -431,7 +505,7 @@ def _result(prob: _Problem, obj: _Objective, p, method, feasible=True, note="") 
         transfers=transfers, latency_s=L, dynamic_energy_j=D, idle_power_w=idle,
         powered=tuple(res[r] for r in prob.powered(used)), deadline_s=obj.deadline, period_s=obj.period,
         method=method, feasible=feasible, cost=obj.cost(L, D, idle), weights=dict(obj.w), reference=obj.ref,
-        note=note)
+        note=note, rewarm_s={names[i]: v for i, v in (charged or {}).items()})
 
 
 def _placement_ids(prob: _Problem, placement: dict) -> list:
@@ -485,47 +559,32 @@ def _pareto(labels):
     return out
 
 
+def _chain_ends(prob: _Problem, allowed):
+    """The resources the DP runs are tied to (see the module docstring): with hand-over costs, each
+    resource the last layer may run on; without, one unconstrained run (``None``)."""
+    if not prob.has_rewarm:
+        return [None]
+    return [e for e in prob.allowed[-1] if e in allowed]
+
+
+def _chain_start(prob: _Problem, r, end):
+    """(L, D, warm mask) after the first layer of a chain runs on ``r``, the last one on ``end``."""
+    host = prob.host
+    m = -1 if r == host and end in (None, host) else 0     # frame start: warm only where the outputs were made
+    x, e, m = prob.charge(0, r, m)
+    return ((prob.tin[r] if r != host else 0.0) + prob.lat[0][r] + x,
+            (prob.ein[r] if r != host else 0.0) + prob.en[0][r] + e, m)
+
+
 def _chain_labels(prob: _Problem, allowed, bound):
     """Pareto-optimal complete chain placements on ``allowed`` resources: [(L, D, placement)], L <= bound."""
-    n = len(prob.names)
-    host = prob.host
-    # a label is (L, D, resource, parent label)
-    states = {}
-    for r in prob.allowed[0]:
-        if r in allowed:
-            L = (prob.tin[r] if r != host else 0.0) + prob.lat[0][r]
-            D = (prob.ein[r] if r != host else 0.0) + prob.en[0][r]
-            if L <= bound:
-                states[r] = [(L, D, r, None)]
-    for i in range(1, n):
-        nxt = {}
-        for r in prob.allowed[i]:
-            if r not in allowed:
-                continue
-            cand = []
-            lat, en = prob.lat[i][r], prob.en[i][r]
-            for q, labels in states.items():
-                tt, te = prob.tt[i - 1][q][r], prob.te[i - 1][q][r]
-                for lab in labels:
-                    L = lab[0] + tt + lat if q != r else lab[0] + lat
-                    if L <= bound:
-                        cand.append((L, (lab[1] + te + en) if q != r else lab[1] + en, r, lab))
-            if cand:
-                nxt[r] = _pareto(cand)
-        states = nxt
-        if not states:
-            return []
     final = []
-    for q, labels in states.items():
-        for lab in labels:
-            L = lab[0] + prob.tt[n - 1][q][host]
-            D = lab[1] + prob.te[n - 1][q][host] if q != host else lab[1]
-            if L <= bound:
-                final.append((L, D, lab))
+    for end in _chain_ends(prob, allowed):
+        final += _chain_labels_to(prob, allowed, bound, end)
     out = []
     for L, D, lab in _pareto(final):
-        p = [0] * n
-        node, i = lab, n - 1
+        p = [0] * len(prob.names)
+        node, i = lab, len(p) - 1
         while node is not None:
             p[i] = node[2]
             node, i = node[3], i - 1
@@ -533,26 +592,83 @@ def _chain_labels(prob: _Problem, allowed, bound):
     return out
 
 
-def _fastest_chain(prob: _Problem) -> list:
-    """The least-latency chain placement (ties: less dynamic energy): one label per state suffices."""
-    n, host = len(prob.names), prob.host
-    best = {r: ((prob.tin[r] if r != host else 0.0) + prob.lat[0][r],
-                (prob.ein[r] if r != host else 0.0) + prob.en[0][r], [r]) for r in prob.allowed[0]}
+def _chain_labels_to(prob: _Problem, allowed, bound, end):
+    """Final Pareto labels [(L, D, label)] of the chains whose last layer runs on ``end`` (None: anywhere).
+    A state is (resource, its warm working-set mask); a label is (L, D, resource, parent label)."""
+    n = len(prob.names)
+    host = prob.host
+    states = {}
+    for r in prob.allowed[0]:
+        if r in allowed:
+            L, D, m = _chain_start(prob, r, end)
+            if L <= bound:
+                states[(r, m)] = [(L, D, r, None)]
+    charge = prob.charge
     for i in range(1, n):
         nxt = {}
         for r in prob.allowed[i]:
-            opts = []
-            for q, (L, D, p) in best.items():
+            if r not in allowed:
+                continue
+            lat, en = prob.lat[i][r], prob.en[i][r]
+            for (q, m), labels in states.items():
                 if q == r:
-                    opts.append((L + prob.lat[i][r], D + prob.en[i][r], p))
-                else:
-                    opts.append((L + prob.tt[i - 1][q][r] + prob.lat[i][r], D + prob.te[i - 1][q][r] + prob.en[i][r], p))
-            L, D, p = min(opts, key=lambda o: (o[0], o[1]))
-            nxt[r] = (L, D, p + [r])
-        best = nxt
-    final = [(L + prob.tt[n - 1][q][host], D + (prob.te[n - 1][q][host] if q != host else 0.0), p)
-             for q, (L, D, p) in best.items()]
-    return min(final, key=lambda o: (o[0], o[1]))[2]
+                    x, e, m2 = charge(i, r, m)
+                    dl, dd = lat + x, en + e
+                else:                                       # a hand-over: r's caches start cold
+                    x, e, m2 = charge(i, r, 0)
+                    dl, dd = prob.tt[i - 1][q][r] + lat + x, prob.te[i - 1][q][r] + en + e
+                cand = nxt.get((r, m2))
+                for lab in labels:
+                    L = lab[0] + dl
+                    if L <= bound:
+                        if cand is None:
+                            cand = nxt[(r, m2)] = []
+                        cand.append((L, lab[1] + dd, r, lab))
+        states = {key: _pareto(c) for key, c in nxt.items()}
+        if not states:
+            return []
+    final = []
+    for (q, _), labels in states.items():
+        if end is not None and q != end:
+            continue
+        for lab in labels:
+            L = lab[0] + prob.tt[n - 1][q][host]
+            D = lab[1] + prob.te[n - 1][q][host] if q != host else lab[1]
+            if L <= bound:
+                final.append((L, D, lab))
+    return final
+
+
+def _fastest_chain(prob: _Problem) -> list:
+    """The least-latency chain placement (ties: less dynamic energy): one label per state suffices."""
+    n, host = len(prob.names), prob.host
+    best_final = None
+    for end in _chain_ends(prob, range(len(prob.res))):
+        best = {}
+        for r in prob.allowed[0]:
+            L, D, m = _chain_start(prob, r, end)
+            best[(r, m)] = (L, D, [r])
+        for i in range(1, n):
+            nxt = {}
+            for r in prob.allowed[i]:
+                for (q, m), (L, D, p) in best.items():
+                    if q == r:
+                        x, e, m2 = prob.charge(i, r, m)
+                        o = (L + prob.lat[i][r] + x, D + prob.en[i][r] + e, p)
+                    else:
+                        x, e, m2 = prob.charge(i, r, 0)
+                        o = (L + prob.tt[i - 1][q][r] + prob.lat[i][r] + x,
+                             D + prob.te[i - 1][q][r] + prob.en[i][r] + e, p)
+                    if (r, m2) not in nxt or o[:2] < nxt[(r, m2)][:2]:
+                        nxt[(r, m2)] = o
+            best = {key: (L, D, p + [key[0]]) for key, (L, D, p) in nxt.items()}
+        for (q, _), (L, D, p) in best.items():
+            if end is not None and q != end:
+                continue
+            o = (L + prob.tt[n - 1][q][host], D + (prob.te[n - 1][q][host] if q != host else 0.0), p)
+            if best_final is None or o[:2] < best_final[:2]:
+                best_final = o
+    return best_final[2]
 
 
 def _schedule_chain(prob: _Problem, obj: _Objective) -> Schedule:
@@ -586,6 +702,8 @@ def schedule_chain(table: CostTable, deadline_s: float, weights=None, *, period_
 # Branching graphs: HEFT-style list scheduling + local moves
 
 
+_RESTARTS = 3
+"""Extra local searches, from the fastest candidates, when the search from the best one ends infeasible."""
 _PRICES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, math.inf)
 
 
@@ -596,20 +714,26 @@ def _price_scale(prob: _Problem) -> float:
 
 
 def _heft(prob: _Problem, allowed, price):
-    """HEFT's upward-rank order; each layer goes where ``finish + price * energy`` is least (ties: EFT)."""
+    """HEFT's upward-rank order; each layer goes where ``finish + price * energy`` is least (ties: EFT).
+    A hand-over cost delays the layer's finish (its start is offset by the re-warm); the frame is assumed
+    to start with the host warm (the outputs end there)."""
     n, k, host = len(prob.names), len(prob.res), prob.host
     lat, en, tt, te, preds = prob.lat, prob.en, prob.tt, prob.te, prob.preds
     by_energy = math.isinf(price)
     p = [None] * n
     fin = [0.0] * n
     free = [0.0] * k
+    warm = [0] * k
+    warm[host] = -1
     moved = set()
     for i in prob.order:
         best = None
         choices = [r for r in prob.allowed[i] if r in allowed] or prob.allowed[i]
         for r in choices:
             ready, energy = 0.0, en[i][r]
+            handed = False
             if prob.reads_input[i] and r != host:
+                handed = True
                 ready = prob.tin[r]
                 if (-1, r) not in moved:
                     energy += prob.ein[r]
@@ -618,19 +742,22 @@ def _heft(prob: _Problem, allowed, price):
                 if q == r:
                     t = fin[j]
                 else:
+                    handed = True
                     t = fin[j] + tt[j][q][r]
                     if (j, r) not in moved:
                         energy += te[j][q][r]
                 if t > ready:
                     ready = t
-            f = (free[r] if free[r] > ready else ready) + lat[i][r]
+            x, e, m = prob.charge(i, r, 0 if handed else warm[r])
+            f = (free[r] if free[r] > ready else ready) + x + lat[i][r]
+            energy += e
             f_out = f
             if not prob.succs[i] and r != host:
                 f_out, energy = f + tt[i][r][host], energy + te[i][r][host]
             key = (energy, f_out) if by_energy else (f_out + price * energy, energy)
             if best is None or key < best[0]:
-                best = (key, r, f)
-        _, r, f = best
+                best = (key, r, f, m)
+        _, r, f, warm[r] = best
         p[i], fin[i], free[r] = r, f, f
         if prob.reads_input[i] and r != host:
             moved.add((-1, r))
@@ -657,10 +784,13 @@ def _rank_key(score):
     return (0, cost, L) if feasible else (1, L, cost)
 
 
-def _local_search(prob: _Problem, obj: _Objective, p, passes=3):
-    """Single-layer moves while they improve :func:`_rank_key`."""
+def _local_search(prob: _Problem, obj: _Objective, p, passes=3, window=3):
+    """Single-layer moves while they improve :func:`_rank_key`; when none does, moves of two layers at most
+    ``window`` apart in the dispatch order (with hand-over costs, moving one layer of a pair adds a
+    hand-over the pair move avoids)."""
     key = _rank_key
     best = key(obj.score(p))
+    order = prob.order
     for _ in range(passes):
         improved = False
         for i in range(len(p)):
@@ -673,6 +803,19 @@ def _local_search(prob: _Problem, obj: _Objective, p, passes=3):
                 if k < best:
                     best, keep, improved = k, r, True
             p[i] = keep
+        if not improved:
+            for a, i in enumerate(order):
+                for j in order[a + 1:a + 1 + window]:
+                    keep = p[i], p[j]
+                    for ri in prob.allowed[i]:
+                        for rj in prob.allowed[j]:
+                            if ri == keep[0] or rj == keep[1]:
+                                continue
+                            p[i], p[j] = ri, rj
+                            k = key(obj.score(p))
+                            if k < best:
+                                best, keep, improved = k, (ri, rj), True
+                    p[i], p[j] = keep
         if not improved:
             break
     return p
@@ -688,13 +831,16 @@ def _schedule_dag(prob: _Problem, obj: _Objective, local=True) -> Schedule:
             continue
         seen.add(t)
         scored.append((obj.score(p), p))
-    # Local moves from the best candidate; when that ends infeasible, from the fastest one too (it finds
-    # feasible placements under tight deadlines the former misses).
+    # Local moves from the best candidate; when that ends infeasible, from the next fastest ones too (they
+    # find feasible placements under tight deadlines the former misses).
     best = min(scored, key=lambda sp: _rank_key(sp[0]))[1]
-    fastest = min(scored, key=lambda sp: (sp[0][2], sp[0][1]))[1]
     p = _local_search(prob, obj, list(best)) if local else best
-    if local and not obj.score(p)[0] and fastest is not best:
-        p = min(p, _local_search(prob, obj, list(fastest)), key=lambda q: _rank_key(obj.score(q)))
+    if local and not obj.score(p)[0]:
+        by_speed = [q for _, q in sorted(scored, key=lambda sp: (sp[0][2], sp[0][1])) if q is not best]
+        for q in by_speed[:_RESTARTS]:
+            p = min(p, _local_search(prob, obj, list(q)), key=lambda q: _rank_key(obj.score(q)))
+            if obj.score(p)[0]:
+                break
     ok, _, L, _ = obj.score(p)
     note = "" if ok else (f"no placement found meets the {obj.deadline * 1e3:.3f} ms deadline; the best "
                           f"achievable latency found is {L * 1e3:.3f} ms")

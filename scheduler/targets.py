@@ -13,7 +13,8 @@ A :class:`Target` holds only names and numbers; the models (:mod:`.cpu_model`, :
 - ``ulx3s-85f``: ECP5-85F @ 50 MHz, accelerator only, attached to the host over the FT231X USB-UART
   (300 kB/s): software layers run on the host, every hand-over crosses the slow link.
 - ``host``: this machine's cores (model fitted by benchmarks/calibrate_cpu_model.py) and the accelerator
-  in the compiled simulator, costed at 100 MHz.
+  in the compiled simulator, costed at 100 MHz. The simulator runs on these cores, so a hand-over from it
+  evicts the software layers' caches (``accel_on_cpu``: the CPU model's re-warm cost applies).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Target:
     link: str | None                  #: power.json links key (None: zero-copy)
     memory: str = "ddr3_j_per_byte"   #: power.json memory key for DMA energy
     accel_gateable: bool = False      #: the PL/accelerator can be powered down when unused
+    accel_on_cpu: bool = False        #: the accelerator is simulated on the CPU (evicts its caches)
     notes: dict = field(default_factory=dict)
 
     def with_config(self, config: AcceleratorConfig | None = None, **changes) -> "Target":
@@ -73,7 +75,7 @@ TARGETS = {
         "host", "this machine's CPU (measured model) + SCALENet in the compiled simulator, costed at 100 MHz",
         cpu="host", cpu_cores=2, cpu_clock_hz=0.0, accel=AcceleratorConfig(), accel_clock_hz=100e6,
         device="sim", accel_mem_bytes_per_s=8 * 100e6, accel_mem_latency_cycles=8, link="host_memcpy",
-        memory="host_dram_j_per_byte", accel_gateable=True),
+        memory="host_dram_j_per_byte", accel_gateable=True, accel_on_cpu=True),
 }
 
 

@@ -198,3 +198,53 @@ def test_fused_max_pools_cost_their_increment_on_the_accelerator():
         alone = table.meta["accel_standalone"][pool]["latency_s"]
         assert 0 <= fused < 0.1 * alone and alone > 0
         assert fused < 0.1 * table.cost[(conv, "accel")].latency_s
+
+
+def test_hand_over_costs_per_target():
+    """The host target (accelerator simulated on its CPU) charges the CPU model's re-warm per class, with
+    convolutions and dense layers sharing onnxruntime's working set; a Zynq board the re-read of the input
+    its cache maintenance invalidated, at the link's cited rate; a UART-attached FPGA nothing."""
+    graph = zoo.build("lenet5")
+    host = build_cost_table(graph, "host")
+    model = load_host_model()
+    cpu_dyn = host.meta["cpu_power_w"]["dynamic"]
+    for layer in graph.layers:
+        parts = host.rewarm[(layer.name, "cpu")]
+        cls = layer_class(layer)
+        assert sum(w.latency_s for w in parts) == pytest.approx(model.rewarm_seconds(cls)) and model.rewarm_seconds(cls) > 0
+        assert all(w.energy_j == pytest.approx(cpu_dyn * w.latency_s) for w in parts)
+        sets = {w.working_set: w.latency_s for w in parts}
+        # every layer warms the shared interpreter set; a move has no other, onnxruntime layers pay the
+        # move's figure for it, numpy kernels nothing
+        assert set(sets) == ({"python"} if cls == "move" else {"python", "onnxruntime" if cls in ("conv", "dense") else cls})
+        assert sets["python"] == {"move": model.rewarm_seconds("move"), "conv": model.rewarm_seconds("move"),
+                                  "dense": model.rewarm_seconds("move")}.get(cls, 0.0)
+        assert (layer.name, "accel") not in host.rewarm
+    zed = build_cost_table(graph, "zedboard")
+    rate = power.coefficients()["links"]["zynq_cache_maintenance"]["refetch_bps"]
+    assert {w.working_set for w in zed.rewarm.values()} == {"handed-over input"}
+    for layer in graph.layers:
+        nbytes = sum(math.prod(graph.tensors[i].shape) for i in layer.inputs)
+        assert zed.rewarm[(layer.name, "cpu")].latency_s == pytest.approx(nbytes / rate)
+    assert build_cost_table(graph, "ulx3s-85f").rewarm == {}
+    assert get_cpu_model("cortex-a9", 667e6).rewarm_seconds("conv") == 0     # nothing evicts a board's CPU
+
+
+def test_stored_and_fitted_rewarm(tmp_path):
+    from scalenet.scheduler.cpu_model import fit_host_model
+    from scalenet.scheduler.workers import SoftwareWorkers
+    f = tmp_path / "host.json"
+    f.write_text(json.dumps({"source": "test", "kinds": {}, "rewarm_s": {"maxpool": 1e-3}}))
+    stored = load_host_model(f)          # a stored calibration's figures replace the defaults class by class
+    assert stored.rewarm_seconds("maxpool") == 1e-3
+    assert stored.rewarm_seconds("conv") == load_host_model().rewarm_seconds("conv")
+    # Measured: a 32 MB sweep (more than this machine's caches) before each timed max pool makes it slower.
+    sweep = np.zeros(32 << 20, np.uint8)
+
+    def evict():
+        sweep[::64] += 1
+
+    with SoftwareWorkers(1) as w:
+        fitted = fit_host_model(w, repeats=1, evict=evict, rewarm_classes=("maxpool",), rewarm_repeats=3)
+    assert fitted.meta["rewarm_measured"] == ["maxpool"] and fitted.rewarm_seconds("maxpool") > 5e-6
+    assert fitted.rewarm_seconds("conv") == load_host_model().rewarm_seconds("conv")
