@@ -293,6 +293,16 @@ class ScaleNet(wiring.Component):
                 m.d.sync += [fail_code.eq(fail_reason), fail_soft.eq(fail_soft_now)]
                 m.next = "FAIL"
 
+        # ADD's read interleaving, registered every cycle: the counters they read change only in ADD_NEXT,
+        # which is re-entered no sooner than two cycles later (READ, READ_DATA).
+        a_chunk, b_chunk = Signal(range(ADD_CHUNK_WORDS + 1)), Signal(range(ADD_CHUNK_WORDS + 1))
+        a_ahead = Signal()
+        m.d.sync += [
+            a_chunk.eq(Mux(a_words_left > ADD_CHUNK_WORDS, ADD_CHUNK_WORDS, a_words_left)),
+            b_chunk.eq(Mux(b_words_left > ADD_CHUNK_WORDS, ADD_CHUNK_WORDS, b_words_left)),
+            a_ahead.eq((in_region.words - a_words_left) > (b_region.words - b_words_left) + ADD_CHUNK_WORDS),
+        ]
+
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 m.d.sync += target.eq(T["none"])
@@ -419,9 +429,6 @@ class ScaleNet(wiring.Component):
                 check_fail()
             with m.State("ADD_NEXT"):
                 # a0, a1, b0, a2, b1, ...: the first input stays one chunk ahead of the second.
-                a_chunk = Mux(a_words_left > ADD_CHUNK_WORDS, ADD_CHUNK_WORDS, a_words_left)
-                b_chunk = Mux(b_words_left > ADD_CHUNK_WORDS, ADD_CHUNK_WORDS, b_words_left)
-                a_ahead = (in_region.words - a_words_left) > (b_region.words - b_words_left) + ADD_CHUNK_WORDS
                 with m.If((a_words_left != 0) & (~a_ahead | (b_words_left == 0))):
                     m.d.sync += [a_words_left.eq(a_words_left - a_chunk), a_next.eq(a_next + (a_chunk << align))]
                     issue_read(a_next, a_chunk, T["pixels"], "READ")
