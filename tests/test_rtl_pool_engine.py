@@ -109,9 +109,25 @@ class Stimulus:
             self.out.append(get("out", "payload"))
 
 
-def run_pysim(dut, jobs, *, seed=1, valid_gap=0.3, ready_gap=0.3, max_cycles=20000):
+class StallStimulus(Stimulus):
+    """Inputs always valid; ``out.ready`` only in the last ``open_`` cycles of every ``period``: long output
+    stalls let the loader run far ahead while taps sit in the engine's pipeline."""
+
+    def __init__(self, streams, seed, valid_gap, ready_gap, period=40, open_=3):
+        super().__init__(streams, seed, 0.0, 0.0)
+        self.period, self.open_, self.t = period, open_, 0
+
+    def drive(self, set_):
+        super().drive(set_)
+        ready = int(self.t % self.period >= self.period - self.open_)
+        self.t += 1
+        set_("out", "ready", ready)
+        return ready
+
+
+def run_pysim(dut, jobs, *, seed=1, valid_gap=0.3, ready_gap=0.3, max_cycles=20000, stimulus=Stimulus):
     """Run ``jobs`` ([(raw descriptor, streams)]) one after the other on one engine: [(bytes out, cycles)]."""
-    stims = [Stimulus(streams, seed + i, valid_gap, ready_gap) for i, (_, streams) in enumerate(jobs)]
+    stims = [stimulus(streams, seed + i, valid_gap, ready_gap) for i, (_, streams) in enumerate(jobs)]
     results = [{} for _ in jobs]
 
     async def bench(ctx):
@@ -237,6 +253,14 @@ def test_maxpool_no_gaps():
     """Full rate in and out: the loader/computer interlock must hold when nothing stalls."""
     check_layers([mp("x", "y", (3, 3), (2, 2), (1, 1, 1, 1))], (4, 9, 7), (Opcode.MAXPOOL,),
                  valid_gap=0.0, ready_gap=0.0)
+
+
+@pytest.mark.parametrize("kernel, stride", [((2, 2), (2, 2)), ((1, 1), (3, 3))])
+def test_maxpool_long_output_stalls(kernel, stride):
+    """kernel_h <= stride_h: the row a window's last tap reads shares a ring slot with a row the loader
+    may fetch once the window moves on; that slot must not be freed before the (stalled) tap has read it."""
+    check_layers([mp("x", "y", kernel, stride)], (2, 12, 6), (Opcode.MAXPOOL,), stimulus=StallStimulus,
+                 max_cycles=60000)
 
 
 def test_maxpool_1d_and_heavy_backpressure():
