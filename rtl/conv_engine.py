@@ -29,7 +29,7 @@ rows when they fit, else kernel_h + 1, else kernel_h rows without prefetch); pad
 of two <= line_buffer_bytes / 2: the output row buffer holds two rows). The compiler checks all three.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -162,12 +162,14 @@ class ConvEngine(wiring.Component):
         m.submodules.psum = psum = memory.Memory(shape=32 * R, depth=2 * MWP, init=[])
         m.submodules.bias = bias = memory.Memory(shape=32 * R, depth=NCO, init=[])
         m.submodules.qp = qp = memory.Memory(shape=32, depth=cfg.max_channels, init=[])
-        m.submodules.table = table = memory.Memory(shape=32, depth=NCO, init=[])
+        # Per output-channel tile: first ci tile (16), end ci tile (16), "one ci tile" (1) -- the end and
+        # the flag stored rather than derived from a count at the read, which comes late in its cycle.
+        m.submodules.table = table = memory.Memory(shape=33, depth=NCO, init=[])
         m.submodules.obuf = obuf = memory.Memory(shape=8, depth=2 * HALF, init=[])
         lb_w, lb_r = lb.write_port(), lb.read_port()
         wm_w, wm_r = wmem.write_port(granularity=8 * C), wmem.read_port()
         ps_w = psum.write_port()
-        ps_r = psum.read_port(transparent_for=(ps_w,))
+        ps_r = psum.read_port()
         ps_d = psum.read_port()
         bi_w, bi_r = bias.write_port(granularity=32), bias.read_port()
         qp_w, qp_r = qp.write_port(), qp.read_port()
@@ -188,6 +190,7 @@ class ConvEngine(wiring.Component):
         colstep = Signal(A)
         pl_off = Signal(A)
         s_total = Signal(32)
+        s_tm2 = Signal(signed(34))   # s_total - 2: the streamer's down-counter start
         p1 = Signal(32)
         p2 = Signal(32)
         ns = Signal(5)
@@ -201,12 +204,26 @@ class ConvEngine(wiring.Component):
         nw = Signal(32)
         tt = Signal(16)
         co_lo = Signal(16)
+        co_hi_m1 = Signal(16)
         g_lo = Signal(18)
         g_hi = Signal(18)
         ci_lo = Signal(32)
         ci_hi = Signal(32)
         t_lo = Signal(18)
         t_hi = Signal(18)
+
+        # Ring-address steps minus the ring size (free-running registers, settled long before T_START):
+        # ``ring_add`` then wraps with two parallel adders and a select by a sign bit instead of an
+        # adder, a compare and a subtracter in series.
+        rw_m_ring = Signal(signed(A + 2))
+        rs_m_ring = Signal(signed(A + 2))
+        m.d.sync += [rw_m_ring.eq(row_words - ring_words), rs_m_ring.eq(row_step - ring_words)]
+
+        def ring_add(base, step, step_m_ring):
+            """``(base + step) mod ring_words`` for ``base < ring_words`` and ``step <= ring_words``."""
+            alt = Signal(signed(A + 2))
+            m.d.comb += alt.eq(base + step_m_ring)
+            return Mux(alt[-1], base + step, alt)
 
         # The shared setup multiplier: operands and product registered, so neither the FSM's operand
         # selection nor the write-back shares a cycle with the multiply (MULT18X18D has no fabric
@@ -215,6 +232,10 @@ class ConvEngine(wiring.Component):
         mul_b = Signal(24)
         mul_p = Signal(42)
         m.d.sync += mul_p.eq(mul_a * mul_b)
+        # The divider's operands are registered for the same reason: the FSM's operand selection (e.g.
+        # ``co_hi - 1`` behind a compare) in front of the divider's first subtract was a 17 ns path.
+        div_a = Signal(18)
+        div_b = Signal(18)
 
         # ------------------------------------------------------------------ shared control state
         w_en = Signal()            # the pixel writer may run (ring geometry known)
@@ -225,8 +246,21 @@ class ConvEngine(wiring.Component):
         s_rows = Signal(16)        # output rows completely read out of the row buffer
         p_cnt = Signal(16)
         p_done = Signal()
-        m.d.comb += p_done.eq(p_cnt == d.out_channels)
         done_cond = Signal()
+        # Descriptor/setup values minus one or two, so "next is last" flags are equalities, not adders.
+        ic_m2 = Signal(signed(18))
+        iw_m2 = Signal(signed(18))
+        nw_m2 = Signal(signed(34))
+        nco_m2 = Signal(signed(18))
+        oh_m2 = Signal(signed(18))
+        p_rem = Signal(signed(18))   # out_channels - 1 - p_cnt: p_done is its sign (no compare behind ready)
+        m.d.comb += p_done.eq(p_rem[-1])
+        idle = Signal(init=1)      # the main FSM is in IDLE, as a register (it fans out to many resets)
+        done_reg = Signal()        # done_cond one cycle late: keeps its wide compares off the FSM's enables
+        m.d.sync += done_reg.eq(done_cond)
+        pg_go = Signal()           # one-cycle pulse: the weights are in, the pass generator may start
+        w_last = Signal()          # the next weight beat is the last one (w_wr + 1 == nw, one cycle ahead)
+        in_wload = Signal()        # the main FSM is in WLOAD and the last weight beat has not arrived
 
         ld_busy = Signal()         # the weight loader reads a block this cycle
         w_ptr = Signal(range(WB + 1))
@@ -234,20 +268,45 @@ class ConvEngine(wiring.Component):
         wl_blk = Signal(range(WB + 1))
         wl_row = Signal(range(R + 1))
 
+        # The operands of the shared multiplier and divider are chosen by a small index register the FSM
+        # sets one cycle ahead (mul_op/div_op), not by the FSM state: a 20-way state-decoded operand mux
+        # in front of mul_a was a long path. mul_a/mul_b and div_a/div_b load from the indexed sources in
+        # every cycle (the sources are registers, stable across the operation).
+        mul_src, div_src = [], []
+        # The divider's start (high in the *_S states) and the writer's reset (the T_START state) are
+        # one-cycle register pulses set by the state before: they fan out to many registers.
+        div_go = Signal()
+        w_init = Signal()
+        m.d.sync += [div_go.eq(0), w_init.eq(0)]
+        m.d.comb += [div.start.eq(div_go), div.dividend.eq(div_a), div.divisor.eq(div_b)]
+        mul_op = Signal(range(32))
+        div_op = Signal(range(16))
+
         def mul_state(name, a, b, dst, nxt):
-            """``dst <- a * b`` in three cycles: operands, product, result (once per layer or tile)."""
+            """``dst <- a * b`` in four cycles: index, operands, product, result (once per layer or tile)."""
             with m.State(name):
-                m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
+                m.d.sync += mul_op.eq(len(mul_src))
+                m.next = name + "_A"
+            mul_src.append((a, b))
+            with m.State(name + "_A"):
                 m.next = name + "_M"
             with m.State(name + "_M"):
                 m.next = name + "_P"
             with m.State(name + "_P"):
                 m.d.sync += dst.eq(mul_p)
+                if nxt == "T_START":
+                    m.d.sync += w_init.eq(1)
                 m.next = nxt
 
         def div_state(name, a, b, dst, nxt):
             with m.State(name):
-                m.d.comb += [div.start.eq(1), div.dividend.eq(a), div.divisor.eq(b)]
+                m.d.sync += div_op.eq(len(div_src))
+                m.next = name + "_A"
+            div_src.append((a, b))
+            with m.State(name + "_A"):
+                m.d.sync += div_go.eq(1)
+                m.next = name + "_S"
+            with m.State(name + "_S"):
                 m.next = name + "_W"
             with m.State(name + "_W"):
                 with m.If(div.ready):
@@ -255,11 +314,13 @@ class ConvEngine(wiring.Component):
                     m.next = nxt
 
         kh, kw, sh, sw = d.kernel_h, d.kernel_w, d.stride_h, d.stride_w
-        m.d.sync += self.done.eq(0)
+        m.d.sync += [self.done.eq(0), pg_go.eq(0)]
         with m.FSM(name="main") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [
+                        idle.eq(0), ic_m2.eq(d.in_channels - 2),
+                        iw_m2.eq(d.in_width - 2), oh_m2.eq(d.out_height - 2), p_rem.eq(d.out_channels - 1),
                         p_cnt.eq(0), w_en.eq(0), run.eq(0), issue_done.eq(0), reader_top.eq(0),
                         w_rows.eq(0), s_rows.eq(0), w_wr.eq(0), ld_busy.eq(0), w_ptr.eq(0), sum_cnt.eq(0),
                         wl_blk.eq(0), wl_row.eq(0),
@@ -275,9 +336,14 @@ class ConvEngine(wiring.Component):
             mul_state("KX", d.pad_left, n_ci, pl_off, "ST")
             mul_state("ST", d.out_width, d.out_channels, s_total, "P1")
             mul_state("P1", kh + sh, row_words, p1, "P2")
-            mul_state("P2", kh + 1, row_words, p2, "NS")
+            mul_state("P2", kh + 1, row_words, p2, "FIT")
+            p1_fits, p2_fits = Signal(), Signal()
+            with m.State("FIT"):
+                # The ring-size compares get their own cycle, apart from the choice and the state decode.
+                m.d.sync += [p1_fits.eq(p1 <= LBW), p2_fits.eq(p2 <= LBW), s_tm2.eq(s_total - 2)]
+                m.next = "NS"
             with m.State("NS"):
-                m.d.sync += [ns.eq(Mux(p1 <= LBW, kh + sh, Mux(p2 <= LBW, kh + 1, kh))),
+                m.d.sync += [ns.eq(Mux(p1_fits, kh + sh, Mux(p2_fits, kh + 1, kh))),
                              pt_mod.eq(d.pad_top), sh_mod.eq(sh)]
                 m.next = "MOD"
             with m.State("MOD"):
@@ -292,57 +358,70 @@ class ConvEngine(wiring.Component):
             mul_state("RING", ns, row_words, ring_words, "RSTEP")
             mul_state("RSTEP", sh_mod, row_words, row_step, "WB")
             mul_state("WB", pt_mod, row_words, w_base0, "T_START")
+            # The tile's entry is registered (tb_*) and written in T_ADV: the count's adder and the
+            # "last tile" compare do not share a cycle with the FSM's state decode.
+            tb_lo, tb_hi, tb_cnt = Signal(16), Signal(16), Signal(16)
+            tt_last = Signal()
+            m.d.comb += [tb_w.addr.eq(tt), tb_w.data.eq(Cat(tb_lo, tb_hi, tb_cnt == 1))]
             with m.State("T_START"):
-                m.d.sync += [w_en.eq(1), tt.eq(0), co_lo.eq(0)]
+                m.d.sync += [w_en.eq(1), tt.eq(0), co_lo.eq(0), tt_last.eq(n_co == 1), nco_m2.eq(n_co - 2)]
                 m.next = "T_CHK"
-
-            tb_lo, tb_cnt = Signal(16), Signal(16)
-            m.d.comb += [tb_w.addr.eq(tt), tb_w.data.eq(Cat(tb_lo, tb_cnt))]
-
-            def advance_tile():
+            with m.State("T_ADV"):
                 m.d.comb += tb_w.en.eq(1)
-                m.d.sync += [sum_cnt.eq(sum_cnt + tb_cnt), tt.eq(tt + 1), co_lo.eq(co_lo + R)]
-                with m.If(tt + 1 == n_co):
+                m.d.sync += [sum_cnt.eq(sum_cnt + tb_cnt), tt.eq(tt + 1), co_lo.eq(co_lo + R),
+                             tt_last.eq(tt == nco_m2)]
+                with m.If(tt_last):
                     m.next = "NB"
                 with m.Else():
                     m.next = "T_CHK"
 
             with m.State("T_CHK"):
                 with m.If(d.groups == 1):
-                    m.d.comb += [tb_lo.eq(0), tb_cnt.eq(n_ci)]
-                    advance_tile()
+                    m.d.sync += [tb_lo.eq(0), tb_hi.eq(n_ci), tb_cnt.eq(n_ci)]
+                    m.next = "T_ADV"
                 with m.Else():
+                    co_hi = Mux(co_lo + R < d.out_channels, co_lo + R, d.out_channels)
+                    m.d.sync += co_hi_m1.eq(co_hi - 1)     # last channel of the tile, ahead of T_G2
                     m.next = "T_G1"
-            co_hi = Mux(co_lo + R < d.out_channels, co_lo + R, d.out_channels)
             div_state("T_G1", co_lo, cog, g_lo, "T_G2")
-            div_state("T_G2", co_hi - 1, cog, g_hi, "T_M1")
+            div_state("T_G2", co_hi_m1, cog, g_hi, "T_M1")
             mul_state("T_M1", g_lo, cig, ci_lo, "T_M2")
             mul_state("T_M2", g_hi + 1, cig, ci_hi, "T_D1")
             div_state("T_D1", ci_lo, C, t_lo, "T_D2")
             div_state("T_D2", ci_hi + (C - 1), C, t_hi, "T_W")
             with m.State("T_W"):
-                m.d.comb += [tb_lo.eq(t_lo), tb_cnt.eq(t_hi - t_lo)]
-                advance_tile()
+                m.d.sync += [tb_lo.eq(t_lo), tb_hi.eq(t_hi), tb_cnt.eq(t_hi - t_lo)]
+                m.next = "T_ADV"
             mul_state("NB", kk, sum_cnt, nb, "NW")
-            mul_state("NW", nb, R, nw, "WLOAD")
+            mul_state("NW", nb, R, nw, "WL0")
+            with m.State("WL0"):
+                m.d.sync += [w_last.eq(nw == 1), nw_m2.eq(nw - 2), in_wload.eq(1)]
+                m.next = "WLOAD"
             with m.State("WLOAD"):
-                m.d.comb += self.weights.ready.eq(p_done)
-                m.d.comb += [wm_w.addr.eq(wl_blk), wm_w.data.eq(Cat(*[self.weights.payload] * R))]
-                with m.If(self.weights.valid & p_done):
-                    m.d.comb += wm_w.en.eq(1 << wl_row)
-                    m.d.sync += w_wr.eq(w_wr + 1)
-                    with m.If(wl_row == R - 1):
-                        m.d.sync += [wl_row.eq(0), wl_blk.eq(wl_blk + 1)]
-                    with m.Else():
-                        m.d.sync += wl_row.eq(wl_row + 1)
-                    with m.If(w_wr + 1 == nw):
-                        m.d.sync += [run.eq(1), ld_busy.eq(1), w_ptr.eq(0)]      # preload block 0
-                        m.next = "RUN"
+                with m.If(~in_wload):
+                    m.next = "RUN"
             with m.State("RUN"):
-                with m.If(done_cond):
-                    m.d.sync += [self.done.eq(1), run.eq(0), w_en.eq(0)]
+                with m.If(done_reg):
+                    m.d.sync += [self.done.eq(1), run.eq(0), w_en.eq(0), idle.eq(1)]
                     m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        m.d.comb += self.busy.eq(~idle)
+
+        # The weight stream is gated by a register (in_wload) rather than by the FSM's state decode: the
+        # beat handshake then fans out to the weight-memory enables and counters from two flags.
+        m.d.comb += [self.weights.ready.eq(in_wload & p_done),
+                     wm_w.addr.eq(wl_blk), wm_w.data.eq(Cat(*[self.weights.payload] * R))]
+        with m.If(self.weights.valid & in_wload & p_done):
+            m.d.comb += wm_w.en.eq(1 << wl_row)
+            m.d.sync += [w_wr.eq(w_wr + 1), w_last.eq(w_wr == nw_m2)]
+            with m.If(wl_row == R - 1):
+                m.d.sync += [wl_row.eq(0), wl_blk.eq(wl_blk + 1)]
+            with m.Else():
+                m.d.sync += wl_row.eq(wl_row + 1)
+            with m.If(w_last):
+                m.d.sync += [run.eq(1), ld_busy.eq(1), w_ptr.eq(0), pg_go.eq(1), in_wload.eq(0)]  # preload block 0
+        assert len(mul_src) <= 32 and len(div_src) <= 16
+        m.d.sync += [mul_a.eq(Array(a for a, _ in mul_src)[mul_op]), mul_b.eq(Array(b for _, b in mul_src)[mul_op]),
+                     div_a.eq(Array(a for a, _ in div_src)[div_op]), div_b.eq(Array(b for _, b in div_src)[div_op])]
 
         # ------------------------------------------------------------------ parameters
         p_word = Signal(range(NCO + 1))
@@ -353,11 +432,11 @@ class ConvEngine(wiring.Component):
             bi_w.addr.eq(p_word), bi_w.data.eq(Cat(*[pbias] * R)),
             qp_w.addr.eq(p_cnt), qp_w.data.eq(self.params.payload[32:64]),
         ]
-        with m.If(fsm.ongoing("IDLE")):
+        with m.If(idle):
             m.d.sync += [p_word.eq(0), p_lane.eq(0)]
         with m.If(self.params.valid & self.params.ready):
             m.d.comb += [bi_w.en.eq(1 << p_lane), qp_w.en.eq(1)]
-            m.d.sync += p_cnt.eq(p_cnt + 1)
+            m.d.sync += [p_cnt.eq(p_cnt + 1), p_rem.eq(p_rem - 1)]
             with m.If(p_lane == R - 1):
                 m.d.sync += [p_lane.eq(0), p_word.eq(p_word + 1)]
             with m.Else():
@@ -366,36 +445,53 @@ class ConvEngine(wiring.Component):
         # ------------------------------------------------------------------ pixel writer (line-buffer ring)
         w_ch = Signal(16)
         w_lane = Signal(range(C + 1))
-        w_k = Signal(A)
         w_px = Signal(16)
-        w_base = Signal(A)
+        w_addr = Signal(A)         # the row's base + the word index in the row, a counter (no adder to the RAM)
+        w_base_next = Signal(A)    # the next row's base (ring wrap included), ready before the row ends
+        nbase = ring_add(w_base_next, row_words, rw_m_ring)
+        nbase0 = w_base0 + row_words
+        nbase0 = Mux(nbase0 >= ring_words, nbase0 - ring_words, nbase0)
         wreg = Signal(8 * C)
-        with m.If(fsm.ongoing("T_START")):
-            m.d.sync += [w_ch.eq(0), w_lane.eq(0), w_k.eq(0), w_px.eq(0), w_base.eq(w_base0), wreg.eq(0)]
-        may_write = Signal()
-        m.d.comb += may_write.eq(issue_done | (w_rows + d.pad_top < reader_top + ns))
-        m.d.comb += self.pixels.ready.eq(w_en & (w_rows < d.in_height) & may_write)
+        # "Last" flags one cycle ahead of the counters, so the handshake drives no wide compares.
+        w_ch_last = Signal()
+        w_px_last = Signal()
+        with m.If(w_init):
+            m.d.sync += [w_ch.eq(0), w_lane.eq(0), w_px.eq(0), w_addr.eq(w_base0),
+                         w_base_next.eq(nbase0),
+                         wreg.eq(0), w_ch_last.eq(d.in_channels == 1), w_px_last.eq(d.in_width == 1)]
+        # The ready is a register: "row w_rows (after this cycle's beat) may be written", i.e. it is in
+        # the layer and its ring slot is no longer read. Both candidates (this row, the next one) are
+        # compared in parallel and the beat picks one. reader_top and issue_done only grow, and w_en rises
+        # a cycle before it matters, so their one-cycle lag only delays a ready, never raises one early.
+        w_ready = Signal()
+        room = reader_top + ns
+        wr_pt = w_rows + d.pad_top
+        ok_this = (w_rows < d.in_height) & (issue_done | (wr_pt < room))
+        ok_next = (w_rows + 1 < d.in_height) & (issue_done | (wr_pt + 1 < room))
+        w_row_end = Signal()       # this cycle's beat completes a row
+        m.d.sync += w_ready.eq(w_en & Mux(w_row_end, ok_next, ok_this))
+        m.d.comb += self.pixels.ready.eq(w_ready)
         word = Signal(8 * C)
         m.d.comb += word.eq(Cat(*[Mux(w_lane == c, self.pixels.payload, wreg.word_select(c, 8))
                                   for c in range(C)]))
-        m.d.comb += [lb_w.addr.eq(w_base + w_k), lb_w.data.eq(word)]
+        m.d.comb += [lb_w.addr.eq(w_addr), lb_w.data.eq(word)]
         with m.If(self.pixels.valid & self.pixels.ready):
-            last_ch = w_ch + 1 == d.in_channels
-            with m.If((w_lane == C - 1) | last_ch):
+            with m.If((w_lane == C - 1) | w_ch_last):
                 m.d.comb += lb_w.en.eq(1)
-                m.d.sync += [w_k.eq(w_k + 1), w_lane.eq(0), wreg.eq(0)]
+                m.d.sync += [w_addr.eq(w_addr + 1), w_lane.eq(0), wreg.eq(0)]
             with m.Else():
                 m.d.sync += [wreg.eq(word), w_lane.eq(w_lane + 1)]
-            with m.If(last_ch):
-                m.d.sync += w_ch.eq(0)
-                with m.If(w_px + 1 == d.in_width):
-                    nbase = w_base + row_words
-                    m.d.sync += [w_px.eq(0), w_k.eq(0), w_rows.eq(w_rows + 1),
-                                 w_base.eq(Mux(nbase >= ring_words, nbase - ring_words, nbase))]
+            with m.If(w_ch_last):
+                m.d.sync += [w_ch.eq(0), w_ch_last.eq(d.in_channels == 1)]
+                with m.If(w_px_last):
+                    m.d.comb += w_row_end.eq(1)
+                    m.d.sync += [w_px.eq(0), w_px_last.eq(d.in_width == 1), w_rows.eq(w_rows + 1),
+                                 w_addr.eq(w_base_next),
+                                 w_base_next.eq(nbase)]
                 with m.Else():
-                    m.d.sync += w_px.eq(w_px + 1)
+                    m.d.sync += [w_px.eq(w_px + 1), w_px_last.eq(w_px == iw_m2)]
             with m.Else():
-                m.d.sync += w_ch.eq(w_ch + 1)
+                m.d.sync += [w_ch.eq(w_ch + 1), w_ch_last.eq(w_ch == ic_m2)]
 
         # ------------------------------------------------------------------ pass generator
         pg_oy = Signal(16)
@@ -414,71 +510,97 @@ class ConvEngine(wiring.Component):
 
         nx_valid = Signal()
         nx = {name: Signal(shape, name=f"nx_{name}") for name, shape in (
-            ("t", 16), ("bank", 1), ("ob", 1), ("first", 1), ("last", 1), ("row_first", 1),
+            ("t", 16), ("t0", 1), ("bank", 1), ("ob", 1), ("first", 1), ("last", 1), ("row_first", 1),
             ("row_last", 1), ("layer_last", 1), ("t_last", 1), ("row_pad", 1), ("addr0", signed(A)),
             ("ix0", signed(20)), ("need", 16))}
         take = Signal()           # the issue stage takes the pass in nx this cycle
 
-        m.d.comb += tb_r.addr.eq(pg_t)
+        # The loop counters' compares live in flags updated with the counters (one cycle ahead), so the
+        # generator's load enable (``~nx_valid | take``) only selects between precomputed values.
+        ci_first, ci_last, ci_one = Signal(), Signal(), Signal()
+        kx_last, ky_last, t_last, oy_last = Signal(), Signal(), Signal(), Signal()
+        # Rows the current output row needs, and whether they are in: registered from pg_iy_top, which
+        # settles in FETCH, so both are fresh by GEN (two cycles later).
+        pg_need = Signal(16)
+        pg_rows_ok = Signal()
+        need = pg_iy_top + kh
+        m.d.sync += [pg_need.eq(Mux(need < 0, 0, Mux(need > d.in_height, d.in_height, need))),
+                     pg_rows_ok.eq(w_rows >= pg_need)]
+
+        # The table is read one cycle early (in GEN: the tile after pg_t; in IDLE: tile 0) and its word
+        # registered in FETCH, so LOAD works from registers (block-RAM clock-to-out then the flag logic
+        # was a long path) without an extra cycle per tile.
+        tb_q = Signal(33)
+        tb_ra = Signal(range(NCO))     # the table address, a register (set in IDLE and LOAD)
+        m.d.comb += tb_r.addr.eq(tb_ra)
+        pg_hm2 = Signal(signed(18))    # pg_hi - 2: "the next ci tile is the last" is an equality
+        m.d.sync += tb_q.eq(tb_r.data)
         with m.If(take):
             m.d.sync += nx_valid.eq(0)
+        gen_load = Signal()          # the generator loads a new pass into nx this cycle
+        gen_first, gen_row_first = Signal(), Signal()
         with m.FSM(name="passgen"):
             with m.State("IDLE"):
-                with m.If(fsm.ongoing("WLOAD") & self.weights.valid & p_done & (w_wr + 1 == nw)):
+                m.d.sync += tb_ra.eq(0)
+                with m.If(pg_go):
                     m.d.sync += [
                         pg_oy.eq(0), pg_t.eq(0), pg_ky.eq(0), pg_kx.eq(0), pg_iy_top.eq(-d.pad_top),
                         pg_base_top.eq(0), pg_base_k.eq(0), pg_kx_off.eq(-pl_off), pg_bank.eq(0),
                         pg_ob.eq(0), nx_valid.eq(0),
+                        kx_last.eq(kw == 1), ky_last.eq(kh == 1), t_last.eq(n_co == 1),
+                        oy_last.eq(d.out_height == 1),
                     ]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.next = "LOAD"
             with m.State("LOAD"):
-                lo = tb_r.data[:16]
-                m.d.sync += [pg_lo.eq(lo), pg_hi.eq(lo + tb_r.data[16:32]), pg_ci.eq(lo)]
+                lo, hi, one = tb_q[:16], tb_q[16:32], tb_q[32]
+                m.d.sync += tb_ra.eq(Mux(t_last, 0, pg_t + 1))     # prefetch the tile after this one
+                m.d.sync += [pg_lo.eq(lo), pg_hi.eq(hi), pg_hm2.eq(hi - 2), pg_ci.eq(lo),
+                             ci_first.eq(1), ci_one.eq(one), ci_last.eq(one)]
                 m.next = "GEN"
             with m.State("GEN"):
-                first = (pg_ky == 0) & (pg_kx == 0) & (pg_ci == pg_lo)
-                last = (pg_ky + 1 == kh) & (pg_kx + 1 == kw) & (pg_ci + 1 == pg_hi)
-                t_last = pg_t + 1 == n_co
-                oy_last = pg_oy + 1 == d.out_height
+                first = (pg_ky == 0) & (pg_kx == 0) & ci_first
+                last = ky_last & kx_last & ci_last
                 iy = pg_iy_top + pg_ky
-                need = pg_iy_top + kh
+                m.d.comb += [gen_load.eq(~nx_valid | take), gen_first.eq(first), gen_row_first.eq(first & (pg_t == 0))]
                 with m.If(~nx_valid | take):
                     m.d.sync += [
                         nx_valid.eq(1),
-                        nx["t"].eq(pg_t), nx["bank"].eq(pg_bank), nx["ob"].eq(pg_ob),
+                        nx["t"].eq(pg_t), nx["t0"].eq(pg_t == 0), nx["bank"].eq(pg_bank), nx["ob"].eq(pg_ob),
                         nx["first"].eq(first), nx["last"].eq(last),
                         nx["row_first"].eq(first & (pg_t == 0)), nx["row_last"].eq(last & t_last),
                         nx["layer_last"].eq(last & t_last & oy_last), nx["t_last"].eq(t_last),
                         nx["row_pad"].eq((iy < 0) | (iy >= d.in_height)),
                         nx["addr0"].eq(pg_base_k + pg_kx_off + pg_ci),
                         nx["ix0"].eq(pg_kx - d.pad_left),
-                        nx["need"].eq(Mux(need < 0, 0, Mux(need > d.in_height, d.in_height, need))),
+                        nx["need"].eq(pg_need),
                     ]
-                    with m.If(pg_ci + 1 < pg_hi):
-                        m.d.sync += pg_ci.eq(pg_ci + 1)
+                    with m.If(~ci_last):
+                        m.d.sync += [pg_ci.eq(pg_ci + 1), ci_first.eq(0), ci_last.eq(pg_ci == pg_hm2)]
                     with m.Else():
-                        m.d.sync += pg_ci.eq(pg_lo)
-                        with m.If(pg_kx + 1 < kw):
-                            m.d.sync += [pg_kx.eq(pg_kx + 1), pg_kx_off.eq(pg_kx_off + n_ci)]
+                        m.d.sync += [pg_ci.eq(pg_lo), ci_first.eq(1), ci_last.eq(ci_one)]
+                        with m.If(~kx_last):
+                            m.d.sync += [pg_kx.eq(pg_kx + 1), pg_kx_off.eq(pg_kx_off + n_ci),
+                                         kx_last.eq(pg_kx + 2 == kw)]
                         with m.Else():
-                            m.d.sync += [pg_kx.eq(0), pg_kx_off.eq(-pl_off)]
-                            with m.If(pg_ky + 1 < kh):
-                                nk = pg_base_k + row_words
-                                m.d.sync += [pg_ky.eq(pg_ky + 1),
-                                             pg_base_k.eq(Mux(nk >= ring_words, nk - ring_words, nk))]
+                            m.d.sync += [pg_kx.eq(0), pg_kx_off.eq(-pl_off), kx_last.eq(kw == 1)]
+                            with m.If(~ky_last):
+                                nk = ring_add(pg_base_k, row_words, rw_m_ring)
+                                m.d.sync += [pg_ky.eq(pg_ky + 1), ky_last.eq(pg_ky + 2 == kh),
+                                             pg_base_k.eq(nk)]
                             with m.Else():
-                                m.d.sync += [pg_ky.eq(0), pg_bank.eq(~pg_bank)]
+                                m.d.sync += [pg_ky.eq(0), ky_last.eq(kh == 1), pg_bank.eq(~pg_bank)]
                                 with m.If(~t_last):
-                                    m.d.sync += [pg_t.eq(pg_t + 1), pg_base_k.eq(pg_base_top)]
+                                    m.d.sync += [pg_t.eq(pg_t + 1), pg_base_k.eq(pg_base_top),
+                                                 t_last.eq(pg_t == nco_m2)]
                                     m.next = "FETCH"
                                 with m.Elif(oy_last):
                                     m.next = "IDLE"
                                 with m.Else():
-                                    nbt = pg_base_top + row_step
-                                    nbt = Mux(nbt >= ring_words, nbt - ring_words, nbt)
+                                    nbt = ring_add(pg_base_top, row_step, rs_m_ring)
                                     m.d.sync += [pg_t.eq(0), pg_oy.eq(pg_oy + 1), pg_ob.eq(~pg_ob),
+                                                 t_last.eq(n_co == 1), oy_last.eq(pg_oy == oh_m2),
                                                  pg_iy_top.eq(pg_iy_top + sh),
                                                  pg_base_top.eq(nbt), pg_base_k.eq(nbt)]
                                     m.next = "FETCH"
@@ -489,6 +611,7 @@ class ConvEngine(wiring.Component):
         b_t = [Signal(16, name=f"b_t{i}") for i in range(2)]
         b_ob = Signal(2)
         b_rowend = Signal(2)
+        b_t0 = Signal(2)          # b_t == 0 (the drain's ob_busy test without a 16-bit compare)
 
         is_active = Signal()
         ox = Signal(range(MWP))
@@ -498,10 +621,20 @@ class ConvEngine(wiring.Component):
                if name in ("t", "bank", "first", "last", "row_last", "layer_last", "row_pad")}
         pass_end = Signal()       # the pass's last pixel issues this cycle (a register: it heads `take`)
 
-        want = nx_valid & (~is_active | pass_end) & run
-        rows_ok = (w_rows >= nx["need"])
-        bank_ok = ~bank_busy.bit_select(nx["bank"], 1)
-        m.d.comb += take.eq(want & (~nx["row_first"] | rows_ok) & (~nx["first"] | bank_ok))
+        # `take` enables the generator, the issue registers and the weight loader, so it is computed from
+        # four registers. nx_ok says "the rows the pass in nx needs are in (if it starts a row) and its
+        # psum bank is free (if it starts a tile)": loaded with a new pass from the generator's flags, else
+        # refreshed. It may be one cycle late, which is safe: w_rows only grows, a bank is only freed
+        # (a take sets the busy bit of the bank of the pass it takes, while the pass loaded in the same
+        # cycle either continues that tile or starts the next, which uses the other bank).
+        # (`run` is not needed: the generator starts with it and nx_valid is clear when it falls.)
+        nx_ok = Signal()
+        with m.If(gen_load):
+            m.d.sync += nx_ok.eq((~gen_row_first | pg_rows_ok) & (~gen_first | ~bank_busy.bit_select(pg_bank, 1)))
+        with m.Else():
+            m.d.sync += nx_ok.eq((~nx["row_first"] | (w_rows >= nx["need"]))
+                                 & (~nx["first"] | ~bank_busy.bit_select(nx["bank"], 1)))
+        m.d.comb += take.eq(nx_valid & (~is_active | pass_end) & nx_ok)
 
         with m.If(take):
             m.d.sync += [is_active.eq(1), ox.eq(0), cur_ix.eq(nx["ix0"]), cur_addr.eq(nx["addr0"]),
@@ -510,7 +643,7 @@ class ConvEngine(wiring.Component):
                 for b in range(2):
                     with m.If(nx["bank"] == b):
                         m.d.sync += [bank_busy[b].eq(1), b_t[b].eq(nx["t"]), b_ob[b].eq(nx["ob"]),
-                                     b_rowend[b].eq(nx["t_last"])]
+                                     b_rowend[b].eq(nx["t_last"]), b_t0[b].eq(nx["t0"])]
         with m.Elif(is_active):
             with m.If(pass_end):
                 m.d.sync += is_active.eq(0)
@@ -564,13 +697,19 @@ class ConvEngine(wiring.Component):
         # single pixel long: dense layers, one-column outputs) -- is forwarded from the last sums.
         ta_rd, ta_pre, ta = tags[stages - 3], tags[stages - 2], tags[stages - 1]
         m.d.comb += [ps_r.addr.eq(Cat(ta_rd.ox, ta_rd.bank)), bi_r.addr.eq(ta_rd.t)]
-        ps_q, bi_q, last = Signal(32 * R), Signal(32 * R), Signal(32 * R)
+        # The read port is not transparent (yosys' bypass mux after the RAM output was a long path):
+        # the write in the read's own cycle (the element two ahead) is forwarded from ``last2`` by a flag
+        # compared in that cycle and delayed to the accumulate stage.
+        ps_q, bi_q, last, last2 = Signal(32 * R), Signal(32 * R), Signal(32 * R), Signal(32 * R)
         forward = Signal()
-        m.d.sync += [ps_q.eq(ps_r.data), bi_q.eq(bi_r.data),
+        same2, forward2 = Signal(), Signal()
+        m.d.sync += [ps_q.eq(ps_r.data), bi_q.eq(bi_r.data), last2.eq(last),
+                     same2.eq(ta.valid & (ta_rd.ox == ta.ox) & (ta_rd.bank == ta.bank)), forward2.eq(same2),
                      forward.eq(ta.valid & (ta_pre.ox == ta.ox) & (ta_pre.bank == ta.bank))]
         acc_new = []
         for r in range(R):
-            psum_r = Mux(forward, last.word_select(r, 32), ps_q.word_select(r, 32))
+            psum_r = Mux(forward, last.word_select(r, 32),
+                         Mux(forward2, last2.word_select(r, 32), ps_q.word_select(r, 32)))
             base = Mux(ta.first, bi_q.word_select(r, 32), psum_r).as_signed()
             acc_new.append((base + array.y[r])[:32])
         m.d.sync += last.eq(Cat(*acc_new))
@@ -595,11 +734,13 @@ class ConvEngine(wiring.Component):
         ob_set_busy = Signal(2)
 
         cur_t = Mux(db, b_t[1], b_t[0])
+        cur_t0 = b_t0.bit_select(db, 1)
         cur_ob = b_ob.bit_select(db, 1)
-        with m.If(fsm.ongoing("IDLE")):
+        dr_ox_last = Signal()      # dr_ox + 1 == out_width, one cycle ahead
+        with m.If(idle):
             m.d.sync += db.eq(0)
         with m.If(~dr_active):
-            can = drain_req.bit_select(db, 1) & ((cur_t != 0) | ~ob_busy.bit_select(cur_ob, 1))
+            can = drain_req.bit_select(db, 1) & (~cur_t0 | ~ob_busy.bit_select(cur_ob, 1))
             with m.If(can):
                 chbase = cur_t * R
                 rem = d.out_channels - chbase
@@ -607,42 +748,52 @@ class ConvEngine(wiring.Component):
                     dr_active.eq(1), dr_ox.eq(0), dr_r.eq(0), dr_ch.eq(chbase), dr_chbase.eq(chbase),
                     dr_px.eq(Cat(Const(0, HB), cur_ob) + chbase), dr_nch.eq(Mux(rem < R, rem, R)),
                     dr_rowend.eq(b_rowend.bit_select(db, 1)), dr_ob.eq(cur_ob),
+                    dr_ox_last.eq(d.out_width == 1),
                 ]
-                with m.If(cur_t == 0):
+                with m.If(cur_t0):
                     m.d.comb += ob_set_busy.eq(1 << cur_ob)
         d1 = Signal(data.StructLayout({"valid": 1, "r": range(max(R, 2)), "addr": HB + 1, "rowend": 1, "ob": 1}))
         m.d.comb += [ps_d.addr.eq(Cat(dr_ox, db)), qp_r.addr.eq(dr_ch)]
         m.d.sync += [d1.valid.eq(dr_active), d1.r.eq(dr_r), d1.addr.eq(dr_px + dr_r), d1.ob.eq(dr_ob),
-                     d1.rowend.eq(dr_rowend & (dr_ox + 1 == d.out_width) & (dr_r + 1 == dr_nch))]
+                     d1.rowend.eq(dr_rowend & dr_ox_last & (dr_r + 1 == dr_nch))]
         with m.If(dr_active):
             with m.If(dr_r + 1 == dr_nch):
                 m.d.sync += [dr_r.eq(0), dr_ch.eq(dr_chbase), dr_px.eq(dr_px + d.out_channels)]
-                with m.If(dr_ox + 1 == d.out_width):
+                with m.If(dr_ox_last):
                     m.d.sync += [dr_active.eq(0), db.eq(~db)]
                     m.d.comb += dr_clear.eq(1 << db)
                 with m.Else():
-                    m.d.sync += dr_ox.eq(dr_ox + 1)
+                    m.d.sync += [dr_ox.eq(dr_ox + 1), dr_ox_last.eq(dr_ox + 2 == d.out_width)]
             with m.Else():
                 m.d.sync += [dr_r.eq(dr_r + 1), dr_ch.eq(dr_ch + 1)]
+        # d2 registers the requantiser's inputs: block-RAM clock-to-out, the 8:1 lane mux and the
+        # requantiser's first adder in one cycle was the engine's longest path (15.4 ns). The lanes of a
+        # psum word drain in order (d1.r = 0, 1, ...), so a shift register loaded at lane 0 replaces the mux.
+        d2 = Signal.like(d1)
+        d2_word = Signal(32 * R)
+        d2_qp = Signal(32)
+        d2_acc = d2_word[:32]
+        m.d.sync += [d2.eq(d1), d2_qp.eq(qp_r.data),
+                     d2_word.eq(Mux(d1.r == 0, ps_d.data, d2_word[32:]))]
 
         bank_set = Signal(2)
         m.d.comb += bank_set.eq(Mux(take & nx["first"], 1 << nx["bank"], 0))
-        with m.If(fsm.ongoing("IDLE")):
+        with m.If(idle):
             m.d.sync += [bank_busy.eq(0), drain_req.eq(0), ob_busy.eq(0), ob_ready.eq(0)]
         with m.Else():
             m.d.sync += [bank_busy.eq((bank_busy | bank_set) & ~dr_clear),
                          drain_req.eq((drain_req | req_set) & ~dr_clear)]
 
         m.d.comb += [
-            rq.i.valid.eq(d1.valid),
-            rq.i.payload.acc.eq(ps_d.data.word_select(d1.r, 32)),
-            rq.i.payload.mantissa.eq(qp_r.data[:24]),
-            rq.i.payload.shift.eq(qp_r.data[24:30]),
+            rq.i.valid.eq(d2.valid),
+            rq.i.payload.acc.eq(d2_acc),
+            rq.i.payload.mantissa.eq(d2_qp[:24]),
+            rq.i.payload.shift.eq(d2_qp[24:30]),
             rq.i.payload.zero_point.eq(d.y_zero_point),
             rq.i.payload.lo.eq(d.clamp_lo),
             rq.i.payload.hi.eq(d.clamp_hi),
             rq.i.payload.out_unsigned.eq(~d.out_signed),
-            rq.i.payload.user.eq(Cat(d1.addr, d1.rowend, d1.ob)),
+            rq.i.payload.user.eq(Cat(d2.addr, d2.rowend, d2.ob)),
             rq.o.ready.eq(1),
         ]
         o_user = rq.o.payload.user
@@ -652,24 +803,27 @@ class ConvEngine(wiring.Component):
 
         # ------------------------------------------------------------------ output streamer
         s_active = Signal()
-        s_ptr = Signal(32)
+        s_ptr = Signal(HB)         # only the row buffer address; the end comes from s_left
+        s_left = Signal(signed(34))   # s_total - 2 - s_ptr: its sign is "this byte is the row's last"
         s_bank = Signal()
         s_clear = Signal(2)
         en_pipe = ~self.out.valid | self.out.ready
+        s_last = Signal()
+        m.d.comb += s_last.eq(s_left[-1])
         m.d.comb += [ob_r.addr.eq(Cat(s_ptr[:HB], s_bank)), ob_r.en.eq(en_pipe)]
-        with m.If(fsm.ongoing("IDLE")):
+        with m.If(idle):
             m.d.sync += [s_active.eq(0), s_bank.eq(0)]
         with m.Elif(~s_active & ob_ready.bit_select(s_bank, 1)):
-            m.d.sync += [s_active.eq(1), s_ptr.eq(0)]
+            m.d.sync += [s_active.eq(1), s_ptr.eq(0), s_left.eq(s_tm2)]
         with m.If(en_pipe):
             m.d.sync += self.out.valid.eq(s_active)
             with m.If(s_active):
-                m.d.sync += s_ptr.eq(s_ptr + 1)
-                with m.If(s_ptr + 1 == s_total):
+                m.d.sync += [s_ptr.eq(s_ptr + 1), s_left.eq(s_left - 1)]
+                with m.If(s_last):
                     m.d.sync += [s_active.eq(0), s_bank.eq(~s_bank), s_rows.eq(s_rows + 1)]
                     m.d.comb += s_clear.eq(1 << s_bank)
         m.d.comb += self.out.payload.eq(ob_r.data)
-        with m.If(~fsm.ongoing("IDLE")):
+        with m.If(~idle):
             m.d.sync += [ob_busy.eq((ob_busy | ob_set_busy) & ~s_clear),
                          ob_ready.eq((ob_ready | ob_set_ready) & ~s_clear)]
 
