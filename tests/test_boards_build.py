@@ -1,5 +1,6 @@
-"""Real board builds: an ECP5 bitstream in the default suite (the smallest useful SoC on a ULX3S 25F),
-every other board x array of the docs table in the slow suite."""
+"""Real board builds: an ECP5 bitstream in the default suite (the smallest useful SoC on a ULX3S 85F,
+built in the background while the other tests run), every other board x array of the docs table in the
+slow suite."""
 
 import json
 import sys
@@ -9,13 +10,11 @@ import pytest
 
 from scalenet.boards.build import build
 from scalenet.boards.targets import get_board
-from scalenet.rtl.config import AcceleratorConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import board_table  # noqa: E402
-
-TINY = AcceleratorConfig(rows=2, cols=2, max_kernel=3, max_width=16, max_channels=32,
-                         line_buffer_bytes=1024, weight_buffer_bytes=1024)
+import ci_bitstream  # noqa: E402
+from ci_bitstream import TINY  # noqa: E402
 
 
 def check_ecp5_report(r, out: Path, config, board_name):
@@ -43,18 +42,14 @@ def check_ecp5_report(r, out: Path, config, board_name):
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(r))
 
 
-@pytest.mark.slow
-def test_tiny_soc_bitstream_on_ulx3s_85f(tmp_path):
-    """2x2 array, 1 KiB buffers, 4 KiB SRAM, UART bridge, PLL at 50 MHz: a real .bit.
-
-    Marked slow for now: the SoC is 15.5 k LUT4 and place-and-route took 24 minutes on the shared machine
-    (the design's long setup paths make nextpnr work hard; issue 7 keeps it open until a bitstream fits the
-    default suite again).
-    (Not on the 25F: even a 2x2 SoC needs 34 multipliers, 26 of them outside the PE array, and the 25F
-    has 28 -- see test_boards.py.)"""
-    r = build("ulx3s-85f", TINY, freq_mhz=50, out_dir=tmp_path, mem_bytes=4096)
-    check_ecp5_report(r, tmp_path, TINY, "ulx3s-85f")
-    assert r["mem_bytes"] == 4096 and r["pll_mhz"] == 50.0
+@pytest.mark.bitstream
+def test_tiny_soc_bitstream_on_ulx3s_85f(background_bitstream):
+    """2x2 array, 1 KiB buffers, 4 KiB SRAM, UART bridge, PLL at 50 MHz: a real .bit, built in the
+    background while the rest of the suite runs (tests/ci_bitstream.py); this test waits for it and checks
+    the report against the device, the estimate and the files."""
+    r = background_bitstream.result()
+    check_ecp5_report(r, background_bitstream.out, TINY, ci_bitstream.BOARD)
+    assert r["mem_bytes"] == ci_bitstream.MEM_BYTES and r["pll_mhz"] == ci_bitstream.FREQ_MHZ
 
 
 @pytest.mark.slow
