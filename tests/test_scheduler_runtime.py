@@ -1,7 +1,9 @@
 """The runtime: schedules executed on the driver (model and simulated RTL) and the software workers."""
 
 import statistics
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ from scalenet.scheduler.cpu_model import accelerator_evictor, fit_host_model
 from scalenet.scheduler.metrics import build_cost_table
 from scalenet.scheduler.runtime import ExecutionError, Runtime, split_segments
 from scalenet.scheduler.workers import SoftwareWorkers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from mixed_frames import placement as _placement  # noqa: E402  (the benchmark's named placements)
 
 
 def _frames(graph, n, seed=0):
@@ -131,18 +136,6 @@ def host_model(sim):
     with one small layer run on the simulator before each timed layer, for the classes of the two networks."""
     with SoftwareWorkers(1) as w:
         return fit_host_model(w, evict=accelerator_evictor(sim), rewarm_classes=("conv", "dense", "maxpool", "move"))
-
-
-def _placement(table, placement):
-    """Our latency-optimal schedule, or a fixed placement: accelerator then software workers, the reverse,
-    or the pattern repeated over the layers."""
-    n = len(table.layers)
-    if placement == "ours":
-        sw = S.evaluate(table, S.baseline_placement(table, "all-software"), 1.0)
-        return S.schedule(table, sw.latency_s, {"latency": 1})
-    if placement in ("AACC", "CCAA"):
-        placement = "A" * (n // 2) + "C" * n if placement == "AACC" else "C" * (n // 2) + "A" * n
-    return _placed(table, placement)
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "lenet5"])
