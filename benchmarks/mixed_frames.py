@@ -7,6 +7,10 @@ software worker (thread CPU time), and the median frame is set against the predi
 hand-over term, side by side. Per layer: the modelled re-warm charged and the measured excess over the
 warm model.
 
+The frames are measured side by side with the fit: one frame of every placement between two rounds of the
+fit's micro-benchmarks (:func:`measure_side_by_side`). On this shared machine the load drifts by tens of
+percent within a minute; fitted first and measured afterwards, the two could see different machines.
+
     python benchmarks/mixed_frames.py [--frames 7] [--placements ours,AACC,CCAA,CAC,ACAC,CACA] [--layers]
 """
 
@@ -15,14 +19,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from scalenet import zoo
 from scalenet.driver.accelerator import open_target
 from scalenet.scheduler import schedule as S
-from scalenet.scheduler.cpu_model import accelerator_evictor, fit_host_model
+from scalenet.scheduler.cpu_model import CpuModel, accelerator_evictor, fit_host_model
 from scalenet.scheduler.metrics import build_cost_table
 from scalenet.scheduler.runtime import Runtime
 from scalenet.scheduler.workers import SoftwareWorkers
@@ -39,47 +43,102 @@ def placement(table, name):
     return S.evaluate(table, {l: ("accel" if c == "A" else "cpu") for l, c in zip(table.layers, pattern)}, 1.0)
 
 
+@dataclass
+class Measured:
+    """One placement's frames against its prediction (both from the fit measured side by side)."""
+    network: str
+    name: str                  # the placement's name (``ours``, ``AACC``, a pattern)
+    runtime: Runtime           # built on the in-situ cost table: ``.placement`` executed, ``.predicted``
+    layer_seconds: list        # per measured frame
+    measured_s: float          # median measured frame latency
+    bare_s: float              # the prediction without the hand-over term
+
+    @property
+    def predicted_s(self) -> float:
+        return self.runtime.predicted.latency_s
+
+    @property
+    def error(self) -> float:
+        return self.measured_s / self.predicted_s - 1
+
+
+def measure_side_by_side(sim, networks=("digits_cnn", "lenet5"), placements=("ours", "AACC", "CCAA", "CAC"),
+                         frames=7, rewarm_classes=None) -> tuple[CpuModel, list[Measured]]:
+    """Fit the host model (:func:`fit_host_model` with the simulator's eviction, ``frames`` rounds) and time
+    one frame of every (network, placement) before each of its rounds, on the simulated accelerator and one
+    software worker timed by thread CPU time, frames one after the other (a placement without software
+    layers: one frame, its cycles do not vary). Placements are chosen on the
+    stored host model (``ours``: the latency-optimal schedule under the all-software deadline); the
+    predictions use the model fitted in the same minute as the frames."""
+    stored = {n: build_cost_table(zoo.build(n), "host", threads=1) for n in networks}
+    cases = [(n, p, dict(placement(stored[n], p).placement)) for n in networks for p in placements]
+    graphs = {n: zoo.build(n) for n in networks}
+    inputs = {}
+    for n, g in graphs.items():
+        t = g.input
+        x = np.random.default_rng(1).integers(t.q.dtype.lo, t.q.dtype.hi + 1, (frames + 1, *t.shape))
+        inputs[n] = x.astype(t.q.dtype.np_dtype)
+    times = {(n, p): [] for n, p, _ in cases}
+    frame = [0]
+
+    def run_frames(keep=True):
+        f = frame[0]
+        for n, p, placed in cases:
+            software = "cpu" in placed.values()
+            if not software and times[(n, p)]:
+                continue                # accelerator only: cycle counts, the same every frame
+            s = S.evaluate(stored[n], placed, 1.0)
+            # one runtime at a time: each loads its accelerator segments at the same device address
+            with Runtime(s, graphs[n], sim, w, software_clock="thread") as rt:
+                # two frames: the first brings the layers to their steady state (each frame's first layer
+                # follows the previous frame's last one), the second is timed
+                res = rt.run(np.repeat(inputs[n][f:f + 1], 2, axis=0), pipeline=False)
+            if keep or not software:
+                times[(n, p)].append(res.layer_seconds[1])
+        frame[0] += 1
+
+    with SoftwareWorkers(1) as w:
+        run_frames(keep=False)          # builds the kernels' sessions
+        model = fit_host_model(w, repeats=frames, evict=accelerator_evictor(sim), rewarm_classes=rewarm_classes,
+                               each_round=run_frames)
+        results = []
+        for n, p, placed in cases:
+            table = build_cost_table(graphs[n], "host", threads=1, cpu_model=model)
+            rt = Runtime(S.evaluate(table, placed, 1.0), graphs[n], sim, w, software_clock="thread")
+            rt.close()                  # built for its prediction and timing model, not run
+            measured = statistics.median(rt.measured_schedule(t).latency_s for t in times[(n, p)])
+            bare = S.evaluate(replace(rt.table, rewarm={}), rt.placement, 1.0).latency_s
+            results.append(Measured(n, p, rt, times[(n, p)], measured, bare))
+    return model, results
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--frames", type=int, default=7, help="measured frames (after one warm-up frame)")
+    ap.add_argument("--frames", type=int, default=7, help="measured frames (one per round of the fit)")
     ap.add_argument("--placements", default="ours,AACC,CCAA,CAC,ACAC,CACA")
     ap.add_argument("--layers", action="store_true", help="per-layer detail")
     args = ap.parse_args(argv)
     sim = open_target("sim")
     t0 = time.time()
-    with SoftwareWorkers(1) as w:
-        model = fit_host_model(w, evict=accelerator_evictor(sim))
-    print(f"host model fitted in {time.time() - t0:.1f} s; re-warm (us): "
+    model, results = measure_side_by_side(sim, placements=args.placements.split(","), frames=args.frames)
+    sim.close()
+    print(f"fit and frames measured side by side in {time.time() - t0:.1f} s; re-warm (us): "
           + ", ".join(f"{c} {1e6 * v:.0f}" for c, v in model.rewarm_s.items()))
     print(f"\n{'network':11s} {'placement':9s} {'executed':9s} {'predicted us':>12s} {'no hand-over us':>15s} "
           f"{'measured us':>11s} {'error':>7s} {'error w/o':>9s}")
-    worst = 0.0
-    for name in ("digits_cnn", "lenet5"):
-        g = zoo.build(name)
-        table = build_cost_table(g, "host", threads=1, cpu_model=model)
-        for pname in args.placements.split(","):
-            s = placement(table, pname)
-            with SoftwareWorkers(1) as w, Runtime(s, g, sim, w, software_clock="thread") as rt:
-                t = g.input
-                x = np.random.default_rng(1).integers(t.q.dtype.lo, t.q.dtype.hi + 1, (args.frames + 1, *t.shape))
-                res = rt.run(x.astype(t.q.dtype.np_dtype), pipeline=False)
-            measured = statistics.median(res.measured_latency_s[1:])
-            predicted = res.predicted_latency_s
-            bare = S.evaluate(replace(rt.table, rewarm={}), rt.placement, 1.0).latency_s
-            err, err0 = measured / predicted - 1, measured / bare - 1
-            worst = max(worst, abs(err))
-            executed = "".join("A" if rt.placement[l] == "accel" else "C" for l in table.layers)
-            print(f"{name:11s} {pname:9s} {executed:9s} {1e6 * predicted:12.0f} {1e6 * bare:15.0f} "
-                  f"{1e6 * measured:11.0f} {100 * err:+6.1f}% {100 * err0:+8.1f}%")
-            if args.layers:
-                med = {l: statistics.median(f[l] for f in res.layer_seconds[1:]) for l in table.layers}
-                for l in table.layers:
-                    if rt.placement[l] == "cpu":
-                        warm = table.cost[(l, "cpu")].latency_s
-                        print(f"    {l:8s} warm {1e6 * warm:6.0f}  re-warm charged {1e6 * rt.predicted.rewarm_s.get(l, 0):5.0f}"
-                              f"  measured {1e6 * med[l]:6.0f} (excess {1e6 * (med[l] - warm):+5.0f})")
-    sim.close()
-    print(f"\nworst |error| with the hand-over term: {100 * worst:.1f} %")
+    for r in results:
+        rt, layers = r.runtime, list(r.runtime.table.layers)
+        executed = "".join("A" if rt.placement[l] == "accel" else "C" for l in layers)
+        print(f"{r.network:11s} {r.name:9s} {executed:9s} {1e6 * r.predicted_s:12.0f} {1e6 * r.bare_s:15.0f} "
+              f"{1e6 * r.measured_s:11.0f} {100 * r.error:+6.1f}% {100 * (r.measured_s / r.bare_s - 1):+8.1f}%")
+        if args.layers:
+            for l in layers:
+                if rt.placement[l] == "cpu":
+                    med = statistics.median(f[l] for f in r.layer_seconds)
+                    warm = rt.table.cost[(l, "cpu")].latency_s
+                    print(f"    {l:8s} warm {1e6 * warm:6.0f}  re-warm charged {1e6 * rt.predicted.rewarm_s.get(l, 0):5.0f}"
+                          f"  measured {1e6 * med:6.0f} (excess {1e6 * (med - warm):+5.0f})")
+    print(f"\nworst |error| with the hand-over term: {100 * max(abs(r.error) for r in results):.1f} %")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ ImageNet-sized layer needs millions. The compiled model runs ~100x faster, as lo
 cross into it every cycle — so the hot loops (clock toggling, run-until-condition) live in a small C
 harness compiled together with the design.
 
-Builds are cached on disk, keyed by a hash of the design's RTLIL, the harness, the compiler and flags.
+Builds are cached on disk, keyed by a hash of the design's RTLIL (without source locations, so every checkout
+of the same design shares one build), the harness, the compiler and flags.
 The cache follows platform conventions (``$XDG_CACHE_HOME/scalenet/cxxrtl``, default ``~/.cache``) and
 ``SCALENET_CACHE_DIR`` overrides it. Without a C++ compiler, :class:`CompilerNotFound` says so, and
 callers fall back to ``amaranth.sim``.
@@ -268,7 +269,9 @@ class CompiledSimulator:
 
     def __init__(self, design, *, ports=None, top="top", opt="-O1", progress=None):
         from amaranth.back import rtlil
-        text = rtlil.convert(design, name=top, ports=ports) if ports is not None else rtlil.convert(design, name=top)
+        # no source locations: they hold this checkout's absolute paths, and the text is the cache key
+        kw = {"ports": ports} if ports is not None else {}
+        text = rtlil.convert(design, name=top, emit_src=False, **kw)
         self.library_path = _build(text, top, opt, progress)
         self._lib = ctypes.CDLL(str(self.library_path))
         lib = self._lib

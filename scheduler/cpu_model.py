@@ -54,7 +54,7 @@ from scalenet.ir import Add, AvgPool, Clip, Concat, Conv, Dense, Flatten, Global
 __all__ = ["KindRate", "CpuModel", "WORKING_SETS", "working_set", "REWARM_LAYERS", "accelerator_evictor",
            "layer_class", "layer_work", "layer_features", "parallel_ways",
            "CPU_MODELS", "get_cpu_model", "load_host_model", "fit_host_model", "benchmark_layers",
-           "time_layer", "time_layers", "LAYER_CLASSES", "MIN_PARALLEL_WORK", "FEATURES"]
+           "time_layer", "time_layers", "time_rounds", "LAYER_CLASSES", "MIN_PARALLEL_WORK", "FEATURES"]
 
 LAYER_CLASSES = ("conv", "depthwise", "dense", "maxpool", "avgpool", "gap", "add", "clip", "move")
 
@@ -357,28 +357,50 @@ def benchmark_layers(size: str = "quick") -> list:
     return out
 
 
+def time_rounds(workers, sets, repeats=7, clock=time.thread_time, each_round=None) -> list:
+    """``clock`` seconds of one sample of each one-layer graph on ``workers``, per round: ``sets`` is a list
+    of ``(graphs, between)``, timed one set after the other in each of ``repeats`` rounds (after a warm-up
+    round, which also prepares them: tiles, onnxruntime sessions); returns ``samples[set][graph]`` (a list,
+    one per round). Sets measured in the same rounds see the same machine: on a shared machine the load
+    drifts by tens of percent within a minute, so two figures to be compared are never measured a minute
+    apart.
+
+    In rounds, not each layer in a tight loop: in a network's frame other layers run between two runs of a
+    layer, and onnxruntime's small convolutions take ~2x longer with the caches that leaves than with their
+    own data and code still cached (measured here). ``between()``, when not None, runs before each timed
+    layer of its set: what else the host does between two software layers where the model will be used (on
+    the host target, the simulated accelerator, whose model evicts the caches the layers would find warm on
+    a board). ``each_round()``, when given, runs at the start of each round: other work measured side by
+    side with these layers. After it, or after a set with ``between``, an untimed pass of the first set
+    restores the in-rounds cache state before that set is timed again."""
+    rng = np.random.default_rng(1)
+    prepared = [[(g, [rng.integers(-128, 128, (1, *g.tensors[n].shape)).astype(np.int8) for n in g.layers[0].inputs])
+                 for g in graphs] for graphs, _ in sets]
+    for runs in prepared:
+        for g, xs in runs:
+            workers.run_layer(g, g.layers[0], xs)
+    disturbed = any(between is not None for _, between in sets)
+    samples = [[[] for _ in runs] for runs in prepared]
+    for r in range(repeats):
+        if each_round is not None:
+            each_round()
+        if each_round is not None or (disturbed and r > 0):
+            for g, xs in prepared[0]:
+                workers.run_layer(g, g.layers[0], xs)
+        for (_, between), runs, times in zip(sets, prepared, samples):
+            for (g, xs), t in zip(runs, times):
+                if between is not None:
+                    between()
+                t0 = clock()
+                workers.run_layer(g, g.layers[0], xs)
+                t.append(clock() - t0)
+    return samples
+
+
 def time_layers(workers, graphs, repeats=7, clock=time.thread_time, between=None) -> list:
     """Median ``clock`` seconds of one sample of each one-layer graph on ``workers``, the layers run one
-    after the other in rounds (after a warm-up round, which also prepares them: tiles, onnxruntime
-    sessions). In rounds, not each in a tight loop: in a network's frame other layers run between two runs
-    of a layer, and onnxruntime's small convolutions take ~2x longer with the caches that leaves than with
-    their own data and code still cached (measured here). ``between()``, when given, runs before each timed
-    layer: what else the host does between two software layers where the model will be used (on the host
-    target, the simulated accelerator, whose model evicts the caches the layers would find warm on a board)."""
-    rng = np.random.default_rng(1)
-    inputs = [[rng.integers(-128, 128, (1, *g.tensors[n].shape)).astype(np.int8) for n in g.layers[0].inputs]
-              for g in graphs]
-    for g, xs in zip(graphs, inputs):
-        workers.run_layer(g, g.layers[0], xs)
-    times = [[] for _ in graphs]
-    for _ in range(repeats):
-        for i, (g, xs) in enumerate(zip(graphs, inputs)):
-            if between is not None:
-                between()
-            t0 = clock()
-            workers.run_layer(g, g.layers[0], xs)
-            times[i].append(clock() - t0)
-    return [float(np.median(t)) for t in times]
+    after the other in rounds (:func:`time_rounds` with one set)."""
+    return [float(np.median(t)) for t in time_rounds(workers, [(graphs, between)], repeats, clock)[0]]
 
 
 def time_layer(workers, graph, repeats=7, clock=time.thread_time) -> float:
@@ -421,28 +443,18 @@ def accelerator_evictor(accelerator):
     return lambda: accelerator.run(loaded, x)
 
 
-def _fit_rewarm(workers, evict, classes, repeats, clock) -> dict:
-    """class -> median over its :data:`REWARM_LAYERS` of (time after ``evict()`` - time in rounds), >= 0."""
-    graphs = [g for g in benchmark_layers("quick")
-              if g.name in REWARM_LAYERS and (classes is None or layer_class(g.layers[0]) in classes)]
-    warm = time_layers(workers, graphs, repeats, clock)
-    cold = time_layers(workers, graphs, repeats, clock, between=evict)
-    extra = {}
-    for g, w, c in zip(graphs, warm, cold):
-        extra.setdefault(layer_class(g.layers[0]), []).append(max(0.0, c - w))
-    return {cls: float(np.median(v)) for cls, v in extra.items()}
-
-
 def fit_host_model(workers=None, *, size="quick", repeats=7, clock=time.thread_time, threads=1,
-                   efficiency=None, between=None, evict=None, rewarm_classes=None, rewarm_repeats=5) -> CpuModel:
+                   efficiency=None, between=None, evict=None, rewarm_classes=None, each_round=None) -> CpuModel:
     """The host model fitted now, on this machine, from :func:`benchmark_layers` run on ``workers``
     (default: one-thread :class:`~scalenet.scheduler.workers.SoftwareWorkers`) timed by ``clock`` (default:
-    the calling thread's CPU time, which other processes on a shared machine do not inflate); ``between`` is
-    passed to :func:`time_layers` (the conditions the layers will run in).
+    the calling thread's CPU time, which other processes on a shared machine do not inflate) in ``repeats``
+    rounds of :func:`time_rounds`; ``between`` runs before each timed layer (the conditions the layers will
+    run in) and ``each_round`` at the start of each round (work to measure side by side with the fit).
 
-    With ``evict`` (e.g. :func:`accelerator_evictor`), the hand-over cost ``rewarm_s`` is measured too:
-    :data:`REWARM_LAYERS` of ``rewarm_classes`` (default all) timed in rounds and with ``evict()`` before
-    each, ``rewarm_repeats`` times; classes not measured keep the stored/default figures.
+    With ``evict`` (e.g. :func:`accelerator_evictor`), the hand-over cost ``rewarm_s`` is measured in the
+    same rounds: :data:`REWARM_LAYERS` of ``rewarm_classes`` (default all) timed again with ``evict()``
+    before each; a class's re-warm is the median over its layers of the median over rounds of (time after
+    eviction - time in the same round's main pass). Classes not measured keep the stored/default figures.
 
     Only one-thread costs are measured; the parallel ``efficiency`` per class comes from ``efficiency``
     (a dict) or the stored/default host model. ``meta["points"]`` keeps (layer, class, features,
@@ -452,9 +464,21 @@ def fit_host_model(workers=None, *, size="quick", repeats=7, clock=time.thread_t
     workers = workers or SoftwareWorkers(threads)
     try:
         graphs = benchmark_layers(size)
-        seconds = time_layers(workers, graphs, repeats, clock, between)
+        sets = [(graphs, between)]
+        cold = []
+        if evict is not None:         # every size's benchmark holds the re-warm layers
+            cold = [g for g in graphs
+                    if g.name in REWARM_LAYERS and (rewarm_classes is None or layer_class(g.layers[0]) in rewarm_classes)]
+            sets.append((cold, evict))
+        samples = time_rounds(workers, sets, repeats, clock, each_round)
+        seconds = [float(np.median(t)) for t in samples[0]]
         points = [(g.name, layer_class(g.layers[0]), layer_features(g, g.layers[0]), t) for g, t in zip(graphs, seconds)]
-        rewarm = _fit_rewarm(workers, evict, rewarm_classes, rewarm_repeats, clock) if evict is not None else {}
+        extra = {}
+        for g, after in zip(cold, samples[1] if cold else []):
+            warm = samples[0][graphs.index(g)]
+            extra.setdefault(layer_class(g.layers[0]), []).append(
+                max(0.0, float(np.median([c - w for c, w in zip(after, warm)]))))
+        rewarm = {cls: float(np.median(v)) for cls, v in extra.items()}
     finally:
         if own:
             workers.close()

@@ -91,6 +91,25 @@ def test_build_is_cached_and_run_until_times_out(tmp_path, monkeypatch):
         second.get("nope")
 
 
+def test_another_checkout_of_the_same_design_shares_the_build(tmp_path, monkeypatch):
+    """The cache key leaves out source locations: the same design defined in a file elsewhere (another
+    clone of the repository) loads the build instead of compiling it again."""
+    import importlib.util
+    import inspect
+    monkeypatch.setenv("SCALENET_CACHE_DIR", str(tmp_path / "cache"))
+    clone = tmp_path / "clone" / "mac_elsewhere.py"
+    clone.parent.mkdir()
+    clone.write_text("from amaranth import Module, signed\nfrom amaranth.lib import wiring\n"
+                     "from amaranth.lib.wiring import In, Out\n\n\n" + inspect.getsource(Mac))
+    spec = importlib.util.spec_from_file_location("mac_elsewhere", clone)
+    elsewhere = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(elsewhere)
+    here = CompiledSimulator(Mac())
+    there = CompiledSimulator(elsewhere.Mac())
+    assert here.library_path == there.library_path
+    assert len(list((tmp_path / "cache" / "cxxrtl").glob("*.so"))) == 1
+
+
 def test_first_build_shows_a_progress_bar_and_records_its_time(tmp_path, monkeypatch, capfd):
     """The first run's build is its longest step: a bar names the stage and compares with the last build;
     cached loads stay silent."""

@@ -245,6 +245,6 @@ def test_stored_and_fitted_rewarm(tmp_path):
         sweep[::64] += 1
 
     with SoftwareWorkers(1) as w:
-        fitted = fit_host_model(w, repeats=1, evict=evict, rewarm_classes=("maxpool",), rewarm_repeats=3)
+        fitted = fit_host_model(w, repeats=3, evict=evict, rewarm_classes=("maxpool",))
     assert fitted.meta["rewarm_measured"] == ["maxpool"] and fitted.rewarm_seconds("maxpool") > 5e-6
     assert fitted.rewarm_seconds("conv") == load_host_model().rewarm_seconds("conv")

@@ -1,8 +1,6 @@
 """The runtime: schedules executed on the driver (model and simulated RTL) and the software workers."""
 
-import statistics
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +8,12 @@ import pytest
 
 from scalenet import zoo
 from scalenet.scheduler import schedule as S
-from scalenet.scheduler.cpu_model import accelerator_evictor, fit_host_model
 from scalenet.scheduler.metrics import build_cost_table
 from scalenet.scheduler.runtime import ExecutionError, Runtime, split_segments
 from scalenet.scheduler.workers import SoftwareWorkers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from mixed_frames import placement as _placement  # noqa: E402  (the benchmark's named placements)
+from mixed_frames import measure_side_by_side  # noqa: E402  (the benchmark's measurement)
 
 
 def _frames(graph, n, seed=0):
@@ -129,38 +126,34 @@ def test_outputs_bit_exact_on_the_simulated_rtl(name, pattern, sim, workers):
 
 
 @pytest.fixture(scope="module")
-def host_model(sim):
-    """The host CPU model fitted now, on this machine, from micro-benchmarks of the worker kernels (none of
-    them a layer of the networks below): the shared machine's speed drifts with its load. Its hand-over
-    cost — the re-warm of a kernel library's code and data the simulator evicts — is measured the same way
-    with one small layer run on the simulator before each timed layer, for the classes of the two networks."""
-    with SoftwareWorkers(1) as w:
-        return fit_host_model(w, evict=accelerator_evictor(sim), rewarm_classes=("conv", "dense", "maxpool", "move"))
+def mixed_frames(sim):
+    """Every (network, placement) of the test below, its frames timed side by side with the fit of the host
+    CPU model (one frame of each between two rounds of the fit's micro-benchmarks, none of them a layer of
+    these networks): the shared machine's speed drifts with its load, and a model fitted a minute before
+    the frames could see another machine. Its hand-over cost — the re-warm of a kernel library's code and
+    data the simulator evicts — is measured the same way, with one small layer run on the simulator before
+    each timed layer, for the classes of the two networks."""
+    _, results = measure_side_by_side(sim, ("digits_cnn", "lenet5"), ("ours", "AACC", "CCAA", "CAC"),
+                                      rewarm_classes=("conv", "dense", "maxpool", "move"))
+    return {(r.network, r.name): r for r in results}
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "lenet5"])
 @pytest.mark.parametrize("placement", ["ours", "AACC", "CCAA", "CAC"])
-def test_mixed_frames_match_the_prediction(name, placement, sim, host_model):
+def test_mixed_frames_match_the_prediction(name, placement, mixed_frames):
     """Software layers next to the simulated accelerator, which shares the CPU and evicts its caches: the
     prediction charges the hand-over cost (the first layer of each working set after the simulator re-warms
     it) and the measured frame is within 15 % of it. "CAC" (repeated over the layers) was held out: never
     run while the hand-over model was designed."""
-    g = zoo.build(name)
-    table = build_cost_table(g, "host", threads=1, cpu_model=host_model)
-    s = _placement(table, placement)
-    with SoftwareWorkers(1) as w, Runtime(s, g, sim, w, software_clock="thread") as rt:
-        # Frames one after the other: the simulator does not run while a software layer is timed.
-        res = rt.run(_frames(g, 8, seed=1), pipeline=False)
-    assert res.accel_cycles[0] > 0
-    measured = statistics.median(res.measured_latency_s[1:])      # frame 0 also builds the kernels' sessions
-    predicted = res.predicted_latency_s
-    assert abs(measured / predicted - 1) <= 0.15, (rt.placement, predicted, measured, rt.predicted.rewarm_s)
+    r = mixed_frames[(name, placement)]
+    rt = r.runtime
+    assert len(r.layer_seconds) == 7 or set(rt.placement.values()) == {"accel"}
+    assert abs(r.error) <= 0.15, (rt.placement, r.predicted_s, r.measured_s, rt.predicted.rewarm_s)
     mixed = set(rt.placement.values()) == {"cpu", "accel"}
     assert bool(rt.predicted.rewarm_s) == mixed
     if mixed:
         # the hand-over term is what brings the prediction to the measurement
-        bare = S.evaluate(replace(rt.table, rewarm={}), rt.placement, 1.0).latency_s
-        assert bare < predicted and abs(measured / predicted - 1) < abs(measured / bare - 1)
+        assert r.bare_s < r.predicted_s and abs(r.error) < abs(r.measured_s / r.bare_s - 1)
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "lenet5"])
