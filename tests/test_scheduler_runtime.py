@@ -138,6 +138,7 @@ def mixed_frames(sim):
     return {(r.network, r.name): r for r in results}
 
 
+@pytest.mark.timed
 @pytest.mark.parametrize("name", ["digits_cnn", "lenet5"])
 @pytest.mark.parametrize("placement", ["ours", "AACC", "CCAA", "CAC"])
 def test_mixed_frames_match_the_prediction(name, placement, mixed_frames):
