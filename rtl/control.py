@@ -12,7 +12,7 @@ holds a register or field that has no binding, so the map and the gateware canno
 so a driver that reads LO then HI gets a consistent value while the counter runs.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -230,9 +230,14 @@ class ControlSlave(wiring.Component):
                     m.d.sync += b_resp.eq(axi.Resp.SLVERR)
 
         # --- read channel: one outstanding read, R held until RREADY ------------------------------
+        # The address is decoded when AR is accepted into a registered one-hot select (ar_sel), and the
+        # value is an AND-OR of the registers in the next cycle: the bus address through the decoder and
+        # the ~40-way read multiplexer in one cycle was a long path. One more cycle of read latency.
         r_valid, r_data, r_resp = Signal(), Signal(32), Signal(axi.Resp)
+        ar_have = Signal()
+        ar_sel = Signal(len(regmap.REGISTERS))
         m.d.comb += [
-            bus.ar.ready.eq(~r_valid),
+            bus.ar.ready.eq(~r_valid & ~ar_have),
             bus.r.valid.eq(r_valid),
             bus.r.data.eq(r_data),
             bus.r.resp.eq(r_resp),
@@ -240,16 +245,18 @@ class ControlSlave(wiring.Component):
         with m.If(bus.r.valid & bus.r.ready):
             m.d.sync += r_valid.eq(0)
         with m.If(bus.ar.valid & bus.ar.ready):
-            m.d.sync += [r_valid.eq(1), r_resp.eq(axi.Resp.OKAY)]
-            with m.Switch(bus.ar.addr[2:]):
-                for reg in regmap.REGISTERS:
-                    with m.Case(reg.offset >> 2):
-                        m.d.sync += r_data.eq(read_values[reg.name])
-                        base, _, half = reg.name.rpartition("_")
-                        if base in counters and half == "LO":
-                            m.d.sync += shadows[base].eq(counters[base][32:])
-                with m.Default():
-                    m.d.sync += [r_data.eq(0), r_resp.eq(axi.Resp.SLVERR)]
+            m.d.sync += [ar_have.eq(1),
+                         ar_sel.eq(Cat(bus.ar.addr[2:] == reg.offset >> 2 for reg in regmap.REGISTERS))]
+        with m.If(ar_have):
+            value = 0
+            for i, reg in enumerate(regmap.REGISTERS):
+                value = value | (Value.cast(read_values[reg.name]) & ar_sel[i].replicate(32))
+                base, _, half = reg.name.rpartition("_")
+                if base in counters and half == "LO":
+                    with m.If(ar_sel[i]):
+                        m.d.sync += shadows[base].eq(counters[base][32:])
+            m.d.sync += [ar_have.eq(0), r_valid.eq(1), r_data.eq(value),
+                         r_resp.eq(Mux(ar_sel.any(), axi.Resp.OKAY, axi.Resp.SLVERR))]
 
         # --- core side ----------------------------------------------------------------------------
         ctrl, _ = storage["CTRL"]

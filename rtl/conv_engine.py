@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
 from .engine_ports import check_config, engine_members
-from .dot_array import DotArray
+from .dot_array import X_BITS, DotArray, sum_bits
 from .requant import Requantizer
 
 __all__ = ["ConvEngine", "Divider"]
@@ -72,12 +72,14 @@ class Divider(wiring.Component):
         quo = Signal(w)
         div = Signal(w)
         cnt = Signal(range(w + 1))
-        m.d.comb += [self.ready.eq(cnt == 0), self.quotient.eq(quo)]
+        # ready (cnt == 0) is a register, updated with the count: the engine's FSM waits on it.
+        ready = Signal(init=1)
+        m.d.comb += [self.ready.eq(ready), self.quotient.eq(quo)]
         shifted = Cat(quo[-1], rem[:w])
         with m.If(self.start):
-            m.d.sync += [rem.eq(0), quo.eq(self.dividend), div.eq(self.divisor), cnt.eq(w)]
-        with m.Elif(cnt != 0):
-            m.d.sync += cnt.eq(cnt - 1)
+            m.d.sync += [rem.eq(0), quo.eq(self.dividend), div.eq(self.divisor), cnt.eq(w), ready.eq(0)]
+        with m.Elif(~ready):
+            m.d.sync += [cnt.eq(cnt - 1), ready.eq(cnt == 1)]
             with m.If(shifted >= div):
                 m.d.sync += [rem.eq(shifted - div), quo.eq(Cat(1, quo[:-1]))]
             with m.Else():
@@ -256,6 +258,7 @@ class ConvEngine(wiring.Component):
         p_rem = Signal(signed(18))   # out_channels - 1 - p_cnt: p_done is its sign (no compare behind ready)
         m.d.comb += p_done.eq(p_rem[-1])
         idle = Signal(init=1)      # the main FSM is in IDLE, as a register (it fans out to many resets)
+        groups1 = Signal()         # d.groups == 1, registered at the start (read in the FSM's T_CHK)
         done_reg = Signal()        # done_cond one cycle late: keeps its wide compares off the FSM's enables
         m.d.sync += done_reg.eq(done_cond)
         pg_go = Signal()           # one-cycle pulse: the weights are in, the pass generator may start
@@ -282,52 +285,59 @@ class ConvEngine(wiring.Component):
         mul_op = Signal(range(32))
         div_op = Signal(range(16))
 
+        # Each multiply/divide is one FSM state that counts its cycles in op_step (cleared on leaving), not
+        # four states: with ~80 states the FSM's next-state logic was the engine's longest path.
+        op_step = Signal(2)
+
         def mul_state(name, a, b, dst, nxt):
             """``dst <- a * b`` in four cycles: index, operands, product, result (once per layer or tile)."""
-            with m.State(name):
-                m.d.sync += mul_op.eq(len(mul_src))
-                m.next = name + "_A"
+            idx = len(mul_src)
             mul_src.append((a, b))
-            with m.State(name + "_A"):
-                m.next = name + "_M"
-            with m.State(name + "_M"):
-                m.next = name + "_P"
-            with m.State(name + "_P"):
-                m.d.sync += dst.eq(mul_p)
-                if nxt == "T_START":
-                    m.d.sync += w_init.eq(1)
-                m.next = nxt
+            with m.State(name):
+                m.d.sync += mul_op.eq(idx)
+                with m.If(op_step == 3):
+                    m.d.sync += [dst.eq(mul_p), op_step.eq(0)]
+                    if nxt == "T_START":
+                        m.d.sync += w_init.eq(1)
+                    m.next = nxt
+                with m.Else():
+                    m.d.sync += op_step.eq(op_step + 1)
 
         def div_state(name, a, b, dst, nxt):
-            with m.State(name):
-                m.d.sync += div_op.eq(len(div_src))
-                m.next = name + "_A"
+            """``dst <- a // b``: index, operands, start, then wait for the divider."""
+            idx = len(div_src)
             div_src.append((a, b))
-            with m.State(name + "_A"):
-                m.d.sync += div_go.eq(1)
-                m.next = name + "_S"
-            with m.State(name + "_S"):
-                m.next = name + "_W"
-            with m.State(name + "_W"):
-                with m.If(div.ready):
-                    m.d.sync += dst.eq(div.quotient)
+            with m.State(name):
+                m.d.sync += div_op.eq(idx)
+                with m.If(op_step == 1):
+                    m.d.sync += div_go.eq(1)
+                with m.If(op_step != 3):
+                    m.d.sync += op_step.eq(op_step + 1)
+                with m.Elif(div.ready):
+                    m.d.sync += [dst.eq(div.quotient), op_step.eq(0)]
                     m.next = nxt
 
         kh, kw, sh, sw = d.kernel_h, d.kernel_w, d.stride_h, d.stride_w
+        # The operand sums, as free-running registers (their inputs settle long before the state that
+        # reads them): an adder behind the operand multiplexer in front of mul_a/div_a was a long path.
+        ic_up, oc_up, kh_sh, kh_1 = Signal(18), Signal(18), Signal(8), Signal(8)
+        g_hi_1, ci_hi_up = Signal(19), Signal(33)
+        m.d.sync += [ic_up.eq(d.in_channels + (C - 1)), oc_up.eq(d.out_channels + (R - 1)),
+                     kh_sh.eq(kh + sh), kh_1.eq(kh + 1), g_hi_1.eq(g_hi + 1), ci_hi_up.eq(ci_hi + (C - 1))]
         m.d.sync += [self.done.eq(0), pg_go.eq(0)]
         with m.FSM(name="main") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [
-                        idle.eq(0), ic_m2.eq(d.in_channels - 2),
+                        idle.eq(0), ic_m2.eq(d.in_channels - 2), groups1.eq(d.groups == 1),
                         iw_m2.eq(d.in_width - 2), oh_m2.eq(d.out_height - 2), p_rem.eq(d.out_channels - 1),
                         p_cnt.eq(0), w_en.eq(0), run.eq(0), issue_done.eq(0), reader_top.eq(0),
                         w_rows.eq(0), s_rows.eq(0), w_wr.eq(0), ld_busy.eq(0), w_ptr.eq(0), sum_cnt.eq(0),
                         wl_blk.eq(0), wl_row.eq(0),
                     ]
                     m.next = "NCI"
-            div_state("NCI", d.in_channels + (C - 1), C, n_ci, "NCO")
-            div_state("NCO", d.out_channels + (R - 1), R, n_co, "COG")
+            div_state("NCI", ic_up, C, n_ci, "NCO")
+            div_state("NCO", oc_up, R, n_co, "COG")
             div_state("COG", d.out_channels, d.groups, cog, "CIG")
             div_state("CIG", d.in_channels, d.groups, cig, "RW")
             mul_state("RW", d.in_width, n_ci, row_words, "KK")
@@ -335,25 +345,29 @@ class ConvEngine(wiring.Component):
             mul_state("CS", sw, n_ci, colstep, "KX")
             mul_state("KX", d.pad_left, n_ci, pl_off, "ST")
             mul_state("ST", d.out_width, d.out_channels, s_total, "P1")
-            mul_state("P1", kh + sh, row_words, p1, "P2")
-            mul_state("P2", kh + 1, row_words, p2, "FIT")
+            mul_state("P1", kh_sh, row_words, p1, "P2")
+            mul_state("P2", kh_1, row_words, p2, "FIT")
             p1_fits, p2_fits = Signal(), Signal()
             with m.State("FIT"):
                 # The ring-size compares get their own cycle, apart from the choice and the state decode.
                 m.d.sync += [p1_fits.eq(p1 <= LBW), p2_fits.eq(p2 <= LBW), s_tm2.eq(s_total - 2)]
                 m.next = "NS"
+            mod_ok = Signal()
             with m.State("NS"):
                 m.d.sync += [ns.eq(Mux(p1_fits, kh + sh, Mux(p2_fits, kh + 1, kh))),
-                             pt_mod.eq(d.pad_top), sh_mod.eq(sh)]
+                             pt_mod.eq(d.pad_top), sh_mod.eq(sh), mod_ok.eq(0)]
                 m.next = "MOD"
             with m.State("MOD"):
                 # pad_top mod ns and stride_h mod ns by one subtraction per cycle (<= 15 cycles, once per
                 # layer): unrolled into one cycle, this chain was the whole design's critical path (22 MHz).
+                # The exit test is registered (mod_ok: both were below ns a cycle ago; they then stay) so the
+                # compares do not head the FSM's next-state logic; one extra cycle per layer.
                 with m.If(pt_mod >= ns):
                     m.d.sync += pt_mod.eq(pt_mod - ns)
                 with m.If(sh_mod >= ns):
                     m.d.sync += sh_mod.eq(sh_mod - ns)
-                with m.If((pt_mod < ns) & (sh_mod < ns)):
+                m.d.sync += mod_ok.eq((pt_mod < ns) & (sh_mod < ns))
+                with m.If(mod_ok):
                     m.next = "RING"
             mul_state("RING", ns, row_words, ring_words, "RSTEP")
             mul_state("RSTEP", sh_mod, row_words, row_step, "WB")
@@ -376,7 +390,7 @@ class ConvEngine(wiring.Component):
                     m.next = "T_CHK"
 
             with m.State("T_CHK"):
-                with m.If(d.groups == 1):
+                with m.If(groups1):
                     m.d.sync += [tb_lo.eq(0), tb_hi.eq(n_ci), tb_cnt.eq(n_ci)]
                     m.next = "T_ADV"
                 with m.Else():
@@ -386,9 +400,9 @@ class ConvEngine(wiring.Component):
             div_state("T_G1", co_lo, cog, g_lo, "T_G2")
             div_state("T_G2", co_hi_m1, cog, g_hi, "T_M1")
             mul_state("T_M1", g_lo, cig, ci_lo, "T_M2")
-            mul_state("T_M2", g_hi + 1, cig, ci_hi, "T_D1")
+            mul_state("T_M2", g_hi_1, cig, ci_hi, "T_D1")
             div_state("T_D1", ci_lo, C, t_lo, "T_D2")
-            div_state("T_D2", ci_hi + (C - 1), C, t_hi, "T_W")
+            div_state("T_D2", ci_hi_up, C, t_hi, "T_W")
             with m.State("T_W"):
                 m.d.sync += [tb_lo.eq(t_lo), tb_hi.eq(t_hi), tb_cnt.eq(t_hi - t_lo)]
                 m.next = "T_ADV"
@@ -687,7 +701,7 @@ class ConvEngine(wiring.Component):
         for c in range(C):
             raw = lb_r.data.word_select(c, 8)
             xv = Mux(d.in_signed, raw.as_signed(), raw.as_unsigned()) - d.x_zero_point
-            m.d.comb += array.x[c].eq(Mux(t1.pad, 0, xv))
+            m.d.comb += array.x.word_select(c, X_BITS).eq(Mux(t1.pad, 0, xv))
         m.d.comb += [array.swap.eq(t1.valid & t1.pass_start), self.array_active.eq(t1.valid)]
 
         # Accumulate at stage A = 1 + latency, where the row sums arrive. The psum and bias reads are
@@ -711,7 +725,7 @@ class ConvEngine(wiring.Component):
             psum_r = Mux(forward, last.word_select(r, 32),
                          Mux(forward2, last2.word_select(r, 32), ps_q.word_select(r, 32)))
             base = Mux(ta.first, bi_q.word_select(r, 32), psum_r).as_signed()
-            acc_new.append((base + array.y[r])[:32])
+            acc_new.append((base + array.y.word_select(r, sum_bits(C)).as_signed())[:32])
         m.d.sync += last.eq(Cat(*acc_new))
         m.d.comb += [ps_w.addr.eq(Cat(ta.ox, ta.bank)), ps_w.data.eq(Cat(*acc_new)), ps_w.en.eq(ta.valid)]
 

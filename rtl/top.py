@@ -28,10 +28,14 @@ from .dma import DMA
 from .regmap import DESCRIPTOR_BYTES, ErrorCode, Opcode, descriptor_layout
 from .stream_adapters import BytesToWords, RegionLayout, SkidBuffer, WordSplitter, WordsToBytes
 
-__all__ = ["ScaleNet", "ADD_CHUNK_WORDS"]
+__all__ = ["ScaleNet", "ADD_CHUNK_WORDS", "END_OF_LIST_CYCLES"]
 
 ADD_CHUNK_WORDS = 8
 """Words of each ADD input fetched per DMA command (the first input runs one chunk ahead)."""
+
+END_OF_LIST_CYCLES = 2
+"""Cycles from the last descriptor's end to idle (the sequencer's NEXT and NEXT_ACT states): a run of n
+descriptors counts n layers' cycles plus these."""
 
 _TARGETS = ("none", "desc", "params", "weights", "pixels", "pixels_b")
 
@@ -124,11 +128,16 @@ class ScaleNet(wiring.Component):
             fpool.shape.signed.eq(desc.out_signed), fpool.shape.channels.eq(desc.out_channels),
             fpool.shape.width.eq(desc.out_width), fpool.shape.height.eq(desc.out_height),
         ]
-        params_ready = Signal()
-        m.d.comb += params_ready.eq(Mux(is_conv, conv.params.ready, Mux(is_pool, pool.params.ready, add.params.ready)))
+        # Parameters reach the engines through a register slice too: their ready logic (counters against
+        # descriptor fields) must not reach the read handshake and the sequencer's beat counter.
+        # READ_DATA waits until the slice is empty, so an engine has every parameter before other data.
+        m.submodules.prm_skid = prm_skid = wrap(SkidBuffer(8 * nb))
+        m.d.comb += [prm_skid.i.payload.eq(rd_data), prm_skid.i.valid.eq(rd.valid & (target == T["params"])),
+                     prm_skid.o.ready.eq(Mux(is_conv, conv.params.ready,
+                                             Mux(is_pool, pool.params.ready, add.params.ready)))]
         for engine, sel in ((conv, is_conv), (pool, is_pool), (add, is_add)):
-            m.d.comb += [engine.params.payload.eq(rd_data),
-                         engine.params.valid.eq(rd.valid & (target == T["params"]) & sel)]
+            m.d.comb += [engine.params.payload.eq(prm_skid.o.payload),
+                         engine.params.valid.eq(prm_skid.o.valid & sel)]
         m.d.comb += [
             wsplit.i.payload.eq(rd_data),
             wsplit.i.valid.eq(rd.valid & (target == T["weights"])),
@@ -144,7 +153,7 @@ class ScaleNet(wiring.Component):
             with m.Case(T["desc"]):
                 m.d.comb += [rd.ready.eq(1), desc_beat.eq(rd.valid)]
             with m.Case(T["params"]):
-                m.d.comb += rd.ready.eq(params_ready)
+                m.d.comb += rd.ready.eq(prm_skid.i.ready)
             with m.Case(T["weights"]):
                 m.d.comb += rd.ready.eq(wsplit.i.ready)
             with m.Case(T["pixels"]):
@@ -160,6 +169,11 @@ class ScaleNet(wiring.Component):
         m.submodules.px_skid = px_skid = wrap(SkidBuffer(8))
         m.submodules.pxb_skid = pxb_skid = wrap(SkidBuffer(8))
         m.submodules.out_skid = out_skid = wrap(SkidBuffer(8))
+        # The conv engine's output bytes come straight from its row buffer's block RAM (4.3 ns
+        # clock-to-out): a register slice before the fused pool and the engine mux below.
+        m.submodules.conv_skid = conv_skid = wrap(SkidBuffer(8))
+        connect(m, conv.out, conv_skid.i)
+        conv_out = conv_skid.o
         connect(m, r2b.o, px_skid.i)
         px = px_skid.o
         m.d.comb += [
@@ -175,13 +189,13 @@ class ScaleNet(wiring.Component):
         # Output bytes (a conv's through the fused pool when asked) -> words with strobes -> DMA writer
         # (zero-strobe filler while draining).
         draining = Signal()
-        conv_o = (Mux(fuse, fpool.o.payload, conv.out.payload), Mux(fuse, fpool.o.valid, conv.out.valid))
+        conv_o = (Mux(fuse, fpool.o.payload, conv_out.payload), Mux(fuse, fpool.o.valid, conv_out.valid))
         m.d.comb += [
-            fpool.i.payload.eq(conv.out.payload), fpool.i.valid.eq(conv.out.valid & fuse),
+            fpool.i.payload.eq(conv_out.payload), fpool.i.valid.eq(conv_out.valid & fuse),
             fpool.o.ready.eq(out_skid.i.ready & fuse),
             out_skid.i.payload.eq(Mux(is_conv, conv_o[0], Mux(is_pool, pool.out.payload, add.out.payload))),
             out_skid.i.valid.eq(Mux(is_conv, conv_o[1], Mux(is_pool, pool.out.valid, add.out.valid))),
-            conv.out.ready.eq(Mux(fuse, fpool.i.ready, out_skid.i.ready & is_conv)),
+            conv_out.ready.eq(Mux(fuse, fpool.i.ready, out_skid.i.ready & is_conv)),
             pool.out.ready.eq(out_skid.i.ready & is_pool), add.out.ready.eq(out_skid.i.ready & is_add),
         ]
         connect(m, out_skid.o, b2w.i)
@@ -198,6 +212,10 @@ class ScaleNet(wiring.Component):
         m.d.comb += [
             control.busy.eq(busy), control.done.eq(done_flag), control.error.eq(error_flag),
             control.error_code.eq(error_code), control.layer.eq(layer),
+        ]
+        # The counters' increments one cycle late (registered): the DMA's handshake logic in front of a
+        # 64-bit adder was a long path; the totals are the same once a run has ended.
+        m.d.sync += [
             control.perf_mac.eq(Mux(conv.array_active, cfg.rows * cfg.cols, 0)),
             control.perf_rd_bytes.eq(dma.rd_bytes), control.perf_wr_bytes.eq(dma.wr_bytes),
             control.perf_stall.eq(dma.stall),
@@ -207,7 +225,7 @@ class ScaleNet(wiring.Component):
         index = Signal(16)
         desc_bits = Signal(DESCRIPTOR_BYTES * 8)
         beats_left = Signal(24)                 # beats of the current read command not yet delivered
-        rd_addr, rd_len = Signal(32), Signal(32)
+        rd_addr, rd_words = Signal(32), Signal(24)   # the next read command
         engine_done = Signal()
         watchdog = Signal(range(self.watchdog_cycles + 1))
         fail_code = Signal(8)
@@ -222,12 +240,14 @@ class ScaleNet(wiring.Component):
         m.d.sync += engine_done.eq(engine_done | conv.done | pool.done | add.done)
         rd_beat = Signal()
         m.d.comb += rd_beat.eq(rd.valid & rd.ready)
-        with m.If(rd_beat & (beats_left != 0)):
-            m.d.sync += beats_left.eq(beats_left - 1)
+        # beats_left == 0 as a register (READ_DATA's exit test would otherwise start with a 24-bit zero test).
+        beats_zero = Signal(init=1)
+        with m.If(rd_beat & ~beats_zero):
+            m.d.sync += [beats_left.eq(beats_left - 1), beats_zero.eq(beats_left == 1)]
         with m.If(desc_beat):
             m.d.sync += desc_bits.eq(Cat(desc_bits[8 * nb:], rd_data))
 
-        m.d.comb += [dma.rd_cmd.payload.addr.eq(rd_addr), dma.rd_cmd.payload.length.eq(rd_len)]
+        m.d.comb += [dma.rd_cmd.payload.addr.eq(rd_addr), dma.rd_cmd.payload.length.eq(rd_words << align)]
 
         # One shared multiplier for the per-layer products (pixel counts, the fused pool's row, region
         # spans), a 32x16 split in two 16x16 halves: operands, halves and sum each registered, so no
@@ -237,19 +257,19 @@ class ScaleNet(wiring.Component):
         m.d.sync += [mul_lo.eq(mul_a[:16] * mul_b), mul_hi.eq(mul_a[16:] * mul_b),
                      mul_p.eq(mul_lo + (mul_hi << 16))]
 
+        # A product is one FSM state counting its four cycles in mul_step (fewer states: a smaller
+        # next-state function). mul_step is cleared on leaving, and in FAIL for a run ended mid-product.
+        mul_step = Signal(2)
+
         def mul_state(name, a, b, dst, nxt):
             """``dst <- a * b`` over four cycles (abort/errors still end the run from any of them)."""
             with m.State(name):
                 m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
-                m.next = name + "_1"
-                check_fail()
-            for i in (1, 2):
-                with m.State(f"{name}_{i}"):
-                    m.next = f"{name}_{i + 1}"
-                    check_fail()
-            with m.State(name + "_3"):
-                m.d.sync += dst.eq(mul_p)
-                m.next = nxt
+                with m.If(mul_step == 3):
+                    m.d.sync += [dst.eq(mul_p), mul_step.eq(0)]
+                    m.next = nxt
+                with m.Else():
+                    m.d.sync += mul_step.eq(mul_step + 1)
                 check_fail()
 
         def region(base_sig, region_sig, addr, stride, channels, span_product):
@@ -264,12 +284,12 @@ class ScaleNet(wiring.Component):
             return spans, words
 
         def issue_read(addr, words, tgt, next_state):
-            m.d.sync += [rd_addr.eq(addr), rd_len.eq(words << align), beats_left.eq(words), target.eq(tgt)]
+            m.d.sync += [rd_addr.eq(addr), rd_words.eq(words), target.eq(tgt)]
             m.next = next_state
 
         progress = Signal()
         m.d.comb += progress.eq(rd_beat | (dma.wr_data.valid & dma.wr_data.ready) | conv.array_active |
-                                 b2w.i.valid & b2w.i.ready | conv.out.valid & conv.out.ready)
+                                 b2w.i.valid & b2w.i.ready | conv_out.valid & conv_out.ready)
         with m.If(~busy | progress):
             m.d.sync += watchdog.eq(0)
         with m.Elif(watchdog != self.watchdog_cycles):
@@ -293,16 +313,42 @@ class ScaleNet(wiring.Component):
                 m.d.sync += [fail_code.eq(fail_reason), fail_soft.eq(fail_soft_now)]
                 m.next = "FAIL"
 
-        # ADD's read interleaving, registered every cycle: the counters they read change only in ADD_NEXT,
-        # which is re-entered no sooner than two cycles later (READ, READ_DATA).
+        # ADD's read interleaving, registered every cycle in two stages (the differences, then the compare
+        # and the choice): the counters they read change only in START and ADD_NEXT, and ADD_NEXT is
+        # entered no sooner than three cycles later (WRITE_CMD, AFTER_PARAMS; READ, READ_DATA).
         a_chunk, b_chunk = Signal(range(ADD_CHUNK_WORDS + 1)), Signal(range(ADD_CHUNK_WORDS + 1))
-        a_ahead = Signal()
+        a_done, b_done_ahead = Signal(24), Signal(25)    # words read of a; of b plus a chunk
+        a_nz, b_nz = Signal(), Signal()
+        pick_a, pick_b = Signal(), Signal()              # ADD_NEXT's choice: read a chunk of a, of b
         m.d.sync += [
             a_chunk.eq(Mux(a_words_left > ADD_CHUNK_WORDS, ADD_CHUNK_WORDS, a_words_left)),
             b_chunk.eq(Mux(b_words_left > ADD_CHUNK_WORDS, ADD_CHUNK_WORDS, b_words_left)),
-            a_ahead.eq((in_region.words - a_words_left) > (b_region.words - b_words_left) + ADD_CHUNK_WORDS),
+            a_done.eq(in_region.words - a_words_left),
+            b_done_ahead.eq(b_region.words - b_words_left + ADD_CHUNK_WORDS),
+            a_nz.eq(a_words_left != 0), b_nz.eq(b_words_left != 0),
+            pick_a.eq(a_nz & (~(a_done > b_done_ahead) | ~b_nz)),
+            pick_b.eq(~(a_nz & (~(a_done > b_done_ahead) | ~b_nz)) & b_nz),
         ]
 
+        # CHECK's verdicts, NEXT's end test and descriptor address, READ_DATA's "every beat is in": each
+        # registered in one state and acted on in the next.
+        chk_bad_op, chk_ks, chk_gap, chk_dims, chk_dims2, chk_pool = (Signal() for _ in range(6))
+        at_end, desc_ptr = Signal(), Signal(32)
+        rd_all_in = Signal()
+        # High in the START state, as a register: the engines' and adapters' start pulses fan out to many
+        # resets and enables, so they come from a flip-flop rather than the state decode.
+        in_start = Signal()
+        m.d.sync += in_start.eq(0)
+        m.d.comb += [
+            conv.start.eq(is_conv & in_start), pool.start.eq(is_pool & in_start), add.start.eq(is_add & in_start),
+            fpool.start.eq(fuse & in_start),
+            r2b.region.eq(in_region), r2b.start.eq(in_start),
+            r2b_b.region.eq(b_region), r2b_b.start.eq(is_add & in_start),
+            b2w.region.eq(out_region), b2w.start.eq(in_start),
+        ]
+        # Read lengths of the parameter and weight tables, computed in CHECK (used from WRITE_CMD on).
+        param_words, weight_words = Signal(24), Signal(24)
+        has_params, has_weights = Signal(), Signal()
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 m.d.sync += target.eq(T["none"])
@@ -313,12 +359,18 @@ class ScaleNet(wiring.Component):
                                  error_code.eq(0)]
                     m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If(index == control.desc_count):
+                # The end test and the descriptor's address registered here, acted on in NEXT_ACT: the
+                # compare and the adder stay out of the next-state and read-command logic.
+                m.d.sync += [at_end.eq(index == control.desc_count),
+                             desc_ptr.eq(control.desc_addr + index * DESCRIPTOR_BYTES)]
+                m.next = "NEXT_ACT"
+                check_fail()
+            with m.State("NEXT_ACT"):
+                with m.If(at_end):
                     m.d.sync += [busy.eq(0), done_flag.eq(1), target.eq(T["none"])]
                     m.next = "IDLE"
                 with m.Else():
-                    issue_read(control.desc_addr + index * DESCRIPTOR_BYTES, DESCRIPTOR_BYTES // nb,
-                               T["desc"], "READ")
+                    issue_read(desc_ptr, DESCRIPTOR_BYTES // nb, T["desc"], "READ")
                 check_fail()
             with m.State("CHECK"):
                 d = desc
@@ -328,8 +380,8 @@ class ScaleNet(wiring.Component):
                 s_bad = ((d.stride_h == 0) | (d.stride_w == 0) | (d.stride_h > cfg.max_stride) |
                          (d.stride_w > cfg.max_stride))
                 dims_bad = ((d.in_width == 0) | (d.in_height == 0) | (d.in_channels == 0) |
-                            (d.out_width == 0) | (d.out_height == 0) | (d.out_channels == 0) |
-                            (d.in_width > cfg.max_width) | (d.out_width > cfg.max_width) |
+                            (d.out_width == 0) | (d.out_height == 0) | (d.out_channels == 0))
+                dims_bad2 = ((d.in_width > cfg.max_width) | (d.out_width > cfg.max_width) |
                             (d.in_channels > cfg.max_channels) | (d.out_channels > cfg.max_channels) |
                             (d.groups == 0) | (d.in_pixel_stride < d.in_channels) |
                             (d.out_pixel_stride < d.out_channels) |
@@ -338,10 +390,20 @@ class ScaleNet(wiring.Component):
                 pool_k = Mux(d.pool_after == 3, 3, 2)
                 pool_bad = (d.pool_after != 0) & (
                     (d.pool_after == 1) | (op != Opcode.CONV) | (d.out_height < pool_k) | (d.out_width < pool_k))
-                with m.If(bad_op):
+                # The verdicts are registered and acted on in the next state: the descriptor compares
+                # would otherwise head the FSM's next-state and fail_code logic.
+                m.d.sync += [chk_bad_op.eq(bad_op), chk_ks.eq(k_bad | s_bad), chk_gap.eq(op == Opcode.GLOBAL_AVGPOOL),
+                             chk_dims.eq(dims_bad), chk_dims2.eq(dims_bad2), chk_pool.eq(pool_bad),
+                             param_words.eq((d.param_bytes + nb - 1) >> align), has_params.eq(d.param_bytes != 0),
+                             weight_words.eq((d.weight_bytes + nb - 1) >> align),
+                             has_weights.eq(is_conv & (d.weight_bytes != 0))]
+                m.next = "CHECK_ACT"
+                check_fail()
+            with m.State("CHECK_ACT"):
+                with m.If(chk_bad_op):
                     m.d.sync += fail_code.eq(ErrorCode.BAD_OPCODE)
                     m.next = "FAIL"
-                with m.Elif((k_bad | s_bad) & ~(op == Opcode.GLOBAL_AVGPOOL) | dims_bad | pool_bad):
+                with m.Elif(chk_ks & ~chk_gap | chk_dims | chk_dims2 | chk_pool):
                     m.d.sync += fail_code.eq(ErrorCode.BAD_DESCRIPTOR)
                     m.next = "FAIL"
                 with m.Else():
@@ -373,15 +435,10 @@ class ScaleNet(wiring.Component):
                 check_fail()
             with m.State("WORDS"):
                 m.d.sync += [stmt for _, words in regions for stmt in words]
+                m.d.sync += in_start.eq(~fail_now)      # exactly when the next state is START
                 m.next = "START"
                 check_fail()
             with m.State("START"):
-                m.d.comb += [
-                    conv.start.eq(is_conv), pool.start.eq(is_pool), add.start.eq(is_add), fpool.start.eq(fuse),
-                    r2b.region.eq(in_region), r2b.start.eq(1),
-                    r2b_b.region.eq(b_region), r2b_b.start.eq(is_add),
-                    b2w.region.eq(out_region), b2w.start.eq(1),
-                ]
                 m.d.sync += [engine_done.eq(0), a_words_left.eq(in_region.words), b_words_left.eq(b_region.words),
                              a_next.eq(in_base), b_next.eq(b_base), add_turn_b.eq(0)]
                 m.next = "WRITE_CMD"
@@ -390,26 +447,33 @@ class ScaleNet(wiring.Component):
                 m.d.comb += [dma.wr_cmd.valid.eq(1), dma.wr_cmd.payload.addr.eq(out_base),
                              dma.wr_cmd.payload.length.eq(out_region.words << align)]
                 with m.If(dma.wr_cmd.ready):
-                    with m.If(desc.param_bytes != 0):
-                        issue_read(desc.param_addr, (desc.param_bytes + nb - 1) >> align, T["params"], "READ")
+                    with m.If(has_params):
+                        issue_read(desc.param_addr, param_words, T["params"], "READ")
                     with m.Else():
                         m.next = "AFTER_PARAMS"
                 check_fail()
             with m.State("AFTER_PARAMS"):
-                with m.If(is_conv & (desc.weight_bytes != 0)):
-                    issue_read(desc.weight_addr, (desc.weight_bytes + nb - 1) >> align, T["weights"], "READ")
+                with m.If(has_weights):
+                    issue_read(desc.weight_addr, weight_words, T["weights"], "READ")
                 with m.Elif(is_add):
                     m.next = "ADD_NEXT"
                 with m.Else():
                     issue_read(in_base, in_region.words, T["pixels"], "READ")
                 check_fail()
             with m.State("READ"):
+                # The beat count is loaded here from rd_words rather than by every state that issues a
+                # read (a wide multiplexer by state in front of the counter); no beat of this command can
+                # arrive before the command is accepted, and the previous one's have all arrived.
+                m.d.sync += [beats_left.eq(rd_words), beats_zero.eq(rd_words == 0), rd_all_in.eq(0)]
                 m.d.comb += dma.rd_cmd.valid.eq(1)
                 with m.If(dma.rd_cmd.ready):
                     m.next = "READ_DATA"
                 check_fail()
             with m.State("READ_DATA"):
-                with m.If((beats_left == 0) & ~dma.rd_busy):
+                # "Every beat is in": registered (one cycle late; it stays true once true in this state),
+                # so the DMA's busy logic does not head the sequencer's next-state logic.
+                m.d.sync += rd_all_in.eq(beats_zero & ~dma.rd_busy & ~prm_skid.o.valid)
+                with m.If(rd_all_in):
                     with m.Switch(target):
                         with m.Case(T["desc"]):
                             m.d.sync += [desc.eq(desc_bits), target.eq(T["none"]),
@@ -429,10 +493,10 @@ class ScaleNet(wiring.Component):
                 check_fail()
             with m.State("ADD_NEXT"):
                 # a0, a1, b0, a2, b1, ...: the first input stays one chunk ahead of the second.
-                with m.If((a_words_left != 0) & (~a_ahead | (b_words_left == 0))):
+                with m.If(pick_a):
                     m.d.sync += [a_words_left.eq(a_words_left - a_chunk), a_next.eq(a_next + (a_chunk << align))]
                     issue_read(a_next, a_chunk, T["pixels"], "READ")
-                with m.Elif(b_words_left != 0):
+                with m.Elif(pick_b):
                     m.d.sync += [b_words_left.eq(b_words_left - b_chunk), b_next.eq(b_next + (b_chunk << align))]
                     issue_read(b_next, b_chunk, T["pixels_b"], "READ")
                 with m.Else():
@@ -445,7 +509,7 @@ class ScaleNet(wiring.Component):
                 check_fail()
             with m.State("FAIL"):
                 m.d.comb += [eng_rst.eq(1), draining.eq(1), sink.eq(1)]
-                m.d.sync += target.eq(T["none"])
+                m.d.sync += [target.eq(T["none"]), mul_step.eq(0)]
                 with m.If(~dma.rd_busy & ~dma.wr_busy):
                     m.d.comb += dma.error_clear.eq(1)
                     m.d.sync += [busy.eq(0), error_flag.eq(~fail_soft), error_code.eq(Mux(fail_soft, 0, fail_code)),

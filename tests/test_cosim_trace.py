@@ -12,6 +12,7 @@ from scalenet.cosim.trace import TraceError, analyze
 from scalenet.driver.accelerator import Accelerator
 from scalenet.rtl import regmap
 from scalenet.rtl.regmap import DESCRIPTOR_BYTES, Opcode
+from scalenet.rtl.top import END_OF_LIST_CYCLES
 
 from test_cosim_platform import CFG, tiny_net
 
@@ -81,14 +82,14 @@ def test_run_and_layer_figures_equal_the_counters(traces, engine):
         got = report.run_totals(run)
         assert {k: got[k] for k in KEYS} == {k: c[v] for k, v in KEYS.items()}, f"run {run}"
         assert got["pe_active_cycles"] * CFG.pes == got["mac_ops"]
-    # The whole run: one entry per descriptor, then the sequencer's end-of-list cycle.
+    # The whole run: one entry per descriptor, then the sequencer's end-of-list cycles.
     whole = [la for la in report.layers if la.run == 0]
-    assert [la.layer for la in whole] == list(range(n + 1)) and whole[-1].cycles == 1
+    assert [la.layer for la in whole] == list(range(n + 1)) and whole[-1].cycles == END_OF_LIST_CYCLES
     # Each descriptor alone: its figures are the counters of that run.
     for i in range(n):
         alone = [la for la in report.layers if la.run == 1 + i]
         assert [la.layer for la in alone] == [0, 1]
-        assert alone[0].cycles + 1 == counters[1 + i]["cycles"]
+        assert alone[0].cycles + END_OF_LIST_CYCLES == counters[1 + i]["cycles"]
     # Between runs the accelerator is idle, not busy.
     assert report.busy_cycles == sum(c["cycles"] for c in counters) < report.cycles
 
