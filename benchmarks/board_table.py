@@ -87,6 +87,16 @@ def table(reports) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _revision() -> str:
+    """The commit the rows were built from (and whether the tree differed from it)."""
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True).stdout.strip()
+    return f"{head or 'unknown'}{' with uncommitted changes' if dirty else ''}"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", action="append", default=[], help="BOARD:ARRAY rows to build (repeatable)")
@@ -96,7 +106,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rows = [r for r in ROWS if not args.only or f"{r[0]}:{r[1]}" in args.only]
     reports = [run_row(*row, Path(args.work), args.reuse) for row in rows]
-    text = table(reports)
+    text = table(reports) + f"\nBuilt from commit {_revision()}.\n"
     print(text)
     if args.write_docs:
         doc = Path(__file__).resolve().parents[1] / "docs" / "boards.md"
