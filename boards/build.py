@@ -127,7 +127,9 @@ def _platform(board: Board, with_rtlil: bool):
 
 
 def _sram_brams(est, mem_bytes):
-    return sum(m.brams for m in est.memories if m.width * m.depth == 8 * mem_bytes)
+    """Block RAMs of the SoC's SRAM (``soc.sram``): by name, since accelerator buffers can have its size."""
+    return sum(m.brams for m in est.memories
+               if m.module.rsplit(".", 1)[-1] == "sram" and m.width * m.depth == 8 * mem_bytes)
 
 
 def _prepare(board, config, freq_mhz, mem_bytes, baud, soc_factory, overrides):

@@ -9,7 +9,7 @@ import pytest
 from amaranth.back import rtlil
 
 from scalenet.boards import pll
-from scalenet.boards.build import add_dfu_suffix, parse_nextpnr_report, parse_yosys_stat
+from scalenet.boards.build import _choose_mem_bytes, _prepare, add_dfu_suffix, parse_nextpnr_report, parse_yosys_stat
 from scalenet.boards.cli import parse_array
 from scalenet.boards.estimate import ResourceError, check_fit, estimate_rtlil
 from scalenet.boards.targets import BOARDS, DEVICES, BoardError, get_board
@@ -141,3 +141,16 @@ def test_build_refuses_8x8_on_a_25f_before_synthesis(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "does not fit" in r.stderr and "LFE5U-25F has 28" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "b" / "top.rpt").exists()          # yosys never ran
+
+
+def test_default_sram_fits_beside_the_8x8():
+    """The default SRAM is the largest power of two the block RAM left by the accelerator holds, so the
+    pre-check passes with it. The 8x8 has two 16 KiB buffers (partial sums, the fused pool's rows) that
+    were once counted as the 16 KiB SRAM: the Arty Z7-20 then got 256 KiB and was refused."""
+    from scalenet.boards.top import DEFAULT_BAUD
+    board = get_board("arty-z7-20")
+    _, _, est = _prepare(board, AcceleratorConfig(), 100.0, 16 * 1024, DEFAULT_BAUD, None, {})
+    size = _choose_mem_bytes(board, est, 16 * 1024)
+    assert size >= 16 * 1024
+    _, _, chosen = _prepare(board, AcceleratorConfig(), 100.0, size, DEFAULT_BAUD, None, {})
+    check_fit(chosen, board.dev, what="8x8 on arty-z7-20")     # raises ResourceError when it does not fit
