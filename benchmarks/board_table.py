@@ -56,6 +56,8 @@ def run_row(board, array, overrides, mhz, work: Path, reuse: bool):
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(r, indent=2))
     print(f"  done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    r["commit"] = _revision()           # kept with the row: --reuse may mix rows of several commits
+    (out / "report.json").write_text(json.dumps(r, indent=2))
     return r
 
 
@@ -106,7 +108,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rows = [r for r in ROWS if not args.only or f"{r[0]}:{r[1]}" in args.only]
     reports = [run_row(*row, Path(args.work), args.reuse) for row in rows]
-    text = table(reports) + f"\nBuilt from commit {_revision()}.\n"
+    commits = sorted({r.get("commit", "unknown") for r in reports})
+    text = table(reports) + f"\nBuilt from commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}.\n"
     print(text)
     if args.write_docs:
         doc = Path(__file__).resolve().parents[1] / "docs" / "boards.md"
