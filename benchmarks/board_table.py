@@ -54,7 +54,6 @@ def run_row(board, array, overrides, mhz, work: Path, reuse: bool):
     except ResourceError as e:
         r = {"board": board, "array": array, "refused": str(e)}
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(r, indent=2))
     print(f"  done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     r["commit"] = _revision()           # kept with the row: --reuse may mix rows of several commits
     (out / "report.json").write_text(json.dumps(r, indent=2))

@@ -70,9 +70,9 @@ def measure_side_by_side(sim, networks=("digits_cnn", "lenet5"), placements=("ou
     layers: one frame, its cycles do not vary). Placements are chosen on the
     stored host model (``ours``: the latency-optimal schedule under the all-software deadline); the
     predictions use the model fitted in the same minute as the frames."""
-    stored = {n: build_cost_table(zoo.build(n), "host", threads=1) for n in networks}
-    cases = [(n, p, dict(placement(stored[n], p).placement)) for n in networks for p in placements]
     graphs = {n: zoo.build(n) for n in networks}
+    stored = {n: build_cost_table(g, "host", threads=1) for n, g in graphs.items()}
+    cases = [(n, p, placement(stored[n], p)) for n in networks for p in placements]
     inputs = {}
     for n, g in graphs.items():
         t = g.input
@@ -83,11 +83,10 @@ def measure_side_by_side(sim, networks=("digits_cnn", "lenet5"), placements=("ou
 
     def run_frames(keep=True):
         f = frame[0]
-        for n, p, placed in cases:
-            software = "cpu" in placed.values()
+        for n, p, s in cases:
+            software = "cpu" in s.placement.values()
             if not software and times[(n, p)]:
                 continue                # accelerator only: cycle counts, the same every frame
-            s = S.evaluate(stored[n], placed, 1.0)
             # one runtime at a time: each loads its accelerator segments at the same device address
             with Runtime(s, graphs[n], sim, w, software_clock="thread") as rt:
                 # two frames: the first brings the layers to their steady state (each frame's first layer
@@ -102,9 +101,9 @@ def measure_side_by_side(sim, networks=("digits_cnn", "lenet5"), placements=("ou
         model = fit_host_model(w, repeats=frames, evict=accelerator_evictor(sim), rewarm_classes=rewarm_classes,
                                each_round=run_frames)
         results = []
-        for n, p, placed in cases:
+        for n, p, s in cases:
             table = build_cost_table(graphs[n], "host", threads=1, cpu_model=model)
-            rt = Runtime(S.evaluate(table, placed, 1.0), graphs[n], sim, w, software_clock="thread")
+            rt = Runtime(S.evaluate(table, dict(s.placement), 1.0), graphs[n], sim, w, software_clock="thread")
             rt.close()                  # built for its prediction and timing model, not run
             measured = statistics.median(rt.measured_schedule(t).latency_s for t in times[(n, p)])
             bare = S.evaluate(replace(rt.table, rewarm={}), rt.placement, 1.0).latency_s
