@@ -2,14 +2,15 @@
 
 nextpnr's routed critical-path report takes about an hour for the 8x8 accelerator on this machine and names
 one path; this reads the synthesised JSON and ranks every endpoint with a crude delay model (LUT4 0.45 ns,
-carry 0.06 ns per CCU2C in a chain, MULT18X18D 5 ns, DP16KD clock-to-out 4.3 ns, FF clock-to-out 0.5 ns,
-0.75 ns of routing per net). Calibration (session 3): the requantiser read 11.9 here and routed at 108 MHz
+carry 0.06 ns per CCU2C in a chain, MULT18X18D 5 ns, DP16KD clock-to-out 5.83 ns -- nextpnr's ECP5 model
+always takes the block RAM's unregistered-output timing --, FF clock-to-out 0.5 ns, 0.75 ns of routing per
+net, ``--route NS`` to change it: routed 8x8 conv-engine paths average 1.5-3 ns per net). Calibration (session 3): the requantiser read 11.9 here and routed at 108 MHz
 out of context; the whole accelerator read 21.3 here where nextpnr estimated 26 ns after placement. Use it to
 find and rank paths, nextpnr (``--no-route`` for a placement estimate) to quote figures.
 
 usage:
-  python benchmarks/timing_paths.py netlist.json [N] [--full]
-  python benchmarks/timing_paths.py --component "<expression building an Amaranth component>" [N] [--full]
+  python benchmarks/timing_paths.py netlist.json [N] [--full] [--route NS]
+  python benchmarks/timing_paths.py --component "<expression building an Amaranth component>" [N] [--full] [--route NS]
 e.g. --component "__import__('scalenet.rtl.requant', fromlist=['x']).Requantizer(user_width=8)"
 Input ports count as launched at t=0 (registered outside); output ports are not endpoints. Net names are
 Yosys's (named after the loads they drive: ``x_TRELLIS_FF_Q_DI`` is the D input of register ``x``).
@@ -23,6 +24,7 @@ import sys
 import tempfile
 
 ROUTE = 0.75
+BRAM_CLK_TO_Q = 5.83
 
 
 def synthesise(expr):
@@ -69,7 +71,7 @@ def report(netlist, count, full):
         elif t in ("DP16KD", "PDPW16KD"):
             for p, bs in outs.items():
                 for b in bs:
-                    sources[b] = 4.3
+                    sources[b] = BRAM_CLK_TO_Q
             for p, bs in ins.items():
                 if p.startswith(("CLK",)):
                     continue
@@ -154,8 +156,13 @@ def report(netlist, count, full):
 
 
 def main(argv):
+    global ROUTE
     full = "--full" in argv
     args = [a for a in argv if a != "--full"]
+    if "--route" in args:
+        i = args.index("--route")
+        ROUTE = float(args[i + 1])
+        del args[i:i + 2]
     if args and args[0] == "--component":
         netlist, rest = synthesise(args[1]), args[2:]
     else:

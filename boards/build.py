@@ -1,8 +1,8 @@
 """``scalenet build``: a board top through the open toolchain, and the report of what came out.
 
 ECP5: Amaranth's platform writes the design (RTLIL), the Yosys script and the LPF pin/clock constraints;
-this module runs the three tools itself -- ``yosys`` (synth_ecp5), ``nextpnr-ecp5`` (``--router router2
---timing-allow-fail``, so a timing miss still gives a report), ``ecppack`` -- timing each step, and
+this module runs the three tools itself -- ``yosys`` (synth_ecp5), ``nextpnr-ecp5`` (:func:`nextpnr_options`:
+``--timing-allow-fail``, so a timing miss still gives a report), ``ecppack`` -- timing each step, and
 reads the cell counts (Yosys ``stat``) and Fmax per clock (nextpnr's JSON report). The tools are the
 pip ``yowasp-*`` builds unless the ``YOSYS``, ``NEXTPNR_ECP5`` and ``ECPPACK`` environment variables name
 others (Amaranth's convention). The yowasp tools only see the working directory: every path is relative.
@@ -32,7 +32,7 @@ from .estimate import ResourceError, check_fit, estimate_rtlil
 from .targets import Board, get_board
 
 __all__ = ["BuildError", "build", "parse_yosys_stat", "parse_nextpnr_report", "add_dfu_suffix",
-           "DEFAULT_FREQ_MHZ", "tool"]
+           "DEFAULT_FREQ_MHZ", "tool", "nextpnr_options"]
 
 DEFAULT_FREQ_MHZ = 100.0
 NAME = "top"
@@ -180,7 +180,7 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
 
     overrides = {}
     if board.family == "ecp5":
-        overrides["nextpnr_opts"] = f"--router router2 --timing-allow-fail --seed {seed}"
+        overrides["nextpnr_opts"] = " ".join(nextpnr_options(seed))
         overrides["script_after_synth"] = "tee -q -o top.stat stat"
     say(f"elaborating {board.name} {config.rows}x{config.cols} at {freq_mhz} MHz")
     t0 = time.perf_counter()
@@ -220,7 +220,7 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
         "estimate": est.as_dict(), "soft_multipliers": soft, "program": board.program, "notes": board.notes,
     }
     if board.family == "ecp5":
-        report.update(_ecp5_flow(board, plan, out, timings, say))
+        report.update(_ecp5_flow(board, plan, out, timings, say, seed))
     else:
         from .xilinx import xilinx_flow
         report.update(xilinx_flow(board, out, timings, say))
@@ -230,7 +230,14 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
     return report
 
 
-def _ecp5_flow(board, plan, out, timings, say):
+def nextpnr_options(seed: int = 1) -> list:
+    """nextpnr-ecp5 options of every build. router1 (nextpnr's default), not router2: its rip-up is
+    timing-driven -- from the same placement of the 8x8 conv engine it routed 76.6 MHz where router2 made
+    67.2 -- and router2 did not converge on the whole 8x8 accelerator."""
+    return ["--router", "router1", "--timing-allow-fail", "--seed", str(seed)]
+
+
+def _ecp5_flow(board, plan, out, timings, say, seed):
     dev_opt = {"LFE5U-25F": "--25k", "LFE5U-85F": "--85k", "LFE5UM5G-85F": "--um5g-85k"}[board.device]
     cls = board.platform_class()
     package = {"BG256": "CABGA256", "MG285": "CSFBGA285", "BG381": "CABGA381", "BG554": "CABGA554"}[cls.package]
@@ -240,8 +247,8 @@ def _ecp5_flow(board, plan, out, timings, say):
     say("place and route (nextpnr-ecp5)")
     _run("pnr", [tool("nextpnr-ecp5"), "--log", f"{NAME}.tim", dev_opt, "--package", package,
                  "--speed", str(cls.speed), "--json", f"{NAME}.json", "--lpf", f"{NAME}.lpf",
-                 "--textcfg", f"{NAME}.config", "--router", "router2", "--timing-allow-fail",
-                 "--report", f"{NAME}_pnr.json", "--seed", "1"], out, f"{NAME}.tim", timings)
+                 "--textcfg", f"{NAME}.config", *nextpnr_options(seed),
+                 "--report", f"{NAME}_pnr.json"], out, f"{NAME}.tim", timings)
     pnr = parse_nextpnr_report(json.loads((out / f"{NAME}_pnr.json").read_text()))
     say("bitstream (ecppack)")
     pack_opts = ["--compress"]

