@@ -36,6 +36,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AcceleratorConfig
 from .engine_ports import check_config, engine_members
 from .dot_array import X_BITS, DotArray, sum_bits
+from .banked_memory import BankedMemory
 from .requant import Requantizer
 
 __all__ = ["ConvEngine", "Divider"]
@@ -168,7 +169,7 @@ class ConvEngine(wiring.Component):
         # the flag stored rather than derived from a count at the read, which comes late in its cycle --
         # and the tile's used PE rows (R bits: the array's row enables).
         m.submodules.table = table = memory.Memory(shape=33 + R, depth=NCO, init=[])
-        m.submodules.obuf = obuf = memory.Memory(shape=8, depth=2 * HALF, init=[])
+        m.submodules.obuf = obuf = BankedMemory(8, 2 * HALF)
         lb_w, lb_r = lb.write_port(), lb.read_port()
         wm_w, wm_r = wmem.write_port(granularity=8 * C), wmem.read_port()
         ps_w = psum.write_port()
@@ -177,7 +178,6 @@ class ConvEngine(wiring.Component):
         bi_w, bi_r = bias.write_port(granularity=32), bias.read_port()
         qp_w, qp_r = qp.write_port(), qp.read_port()
         tb_w, tb_r = table.write_port(), table.read_port()
-        ob_w, ob_r = obuf.write_port(), obuf.read_port()
 
         m.submodules.div = div = Divider(18)
         m.submodules.array = array = DotArray(R, C)
@@ -840,7 +840,7 @@ class ConvEngine(wiring.Component):
             rq.o.ready.eq(1),
         ]
         o_user = rq.o.payload.user
-        m.d.comb += [ob_w.addr.eq(o_user[:HB + 1]), ob_w.data.eq(rq.o.payload.data), ob_w.en.eq(rq.o.valid)]
+        m.d.comb += [obuf.w_addr.eq(o_user[:HB + 1]), obuf.w_data.eq(rq.o.payload.data), obuf.w_en.eq(rq.o.valid)]
         ob_set_ready = Signal(2)
         m.d.comb += ob_set_ready.eq(Mux(rq.o.valid & o_user[HB + 1], 1 << o_user[HB + 2], 0))
 
@@ -853,19 +853,20 @@ class ConvEngine(wiring.Component):
         en_pipe = ~self.out.valid | self.out.ready
         s_last = Signal()
         m.d.comb += s_last.eq(s_left[-1])
-        m.d.comb += [ob_r.addr.eq(Cat(s_ptr[:HB], s_bank)), ob_r.en.eq(en_pipe)]
+        m.d.comb += [obuf.r_addr.eq(Cat(s_ptr[:HB], s_bank)), obuf.r_en.eq(en_pipe)]
         with m.If(idle):
             m.d.sync += [s_active.eq(0), s_bank.eq(0)]
         with m.Elif(~s_active & ob_ready.bit_select(s_bank, 1)):
             m.d.sync += [s_active.eq(1), s_ptr.eq(0), s_left.eq(s_tm2)]
-        # Two stages that stall together: the row buffer's read (a_valid: its output is valid) and ob_q,
-        # the byte on the port. The read data is registered before it leaves the engine: block-RAM
-        # clock-to-out, the depth mux and a route across the die to the next register was the whole
-        # accelerator's longest routed path (13.6 ns).
-        a_valid = Signal()
+        # Three stages that stall together: the row buffer's two read stages (a_valid, b_valid: their
+        # outputs are valid) and ob_q, the byte on the port. The read data is registered per block and
+        # again before it leaves the engine: block-RAM clock-to-out, the depth mux and a route across the
+        # die to the next register was the whole accelerator's longest routed path (13.6 ns).
+        a_valid, b_valid = Signal(), Signal()
         ob_q = Signal(8)
         with m.If(en_pipe):
-            m.d.sync += [a_valid.eq(s_active), self.out.valid.eq(a_valid), ob_q.eq(ob_r.data)]
+            m.d.sync += [a_valid.eq(s_active), b_valid.eq(a_valid), self.out.valid.eq(b_valid),
+                         ob_q.eq(obuf.r_data)]
             with m.If(s_active):
                 m.d.sync += [s_ptr.eq(s_ptr + 1), s_left.eq(s_left - 1)]
                 with m.If(s_last):
@@ -877,5 +878,5 @@ class ConvEngine(wiring.Component):
                          ob_ready.eq((ob_ready | ob_set_ready) & ~s_clear)]
 
         m.d.comb += done_cond.eq(issue_done & (s_rows == d.out_height) & (w_rows == d.in_height)
-                                 & ~a_valid & ~self.out.valid)
+                                 & ~a_valid & ~b_valid & ~self.out.valid)
         return m

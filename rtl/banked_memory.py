@@ -1,0 +1,75 @@
+"""A memory deeper than one block RAM, read through a register per block.
+
+Why: a memory deeper than one block (16384 x 1 bits, DP16KD's deepest shape) is several blocks in depth
+with a multiplexer behind them. Block-RAM clock-to-out is 5.8 ns in nextpnr's ECP5 timing model and the
+blocks of a large memory spread over the die, so clock-to-out, a route across the die and the depth
+multiplexer in one cycle does not fit 10 ns. Here every bank's output is registered first and the bank
+is selected one cycle later, so the only path out of a block is a route to its own register.
+
+Read latency is two enabled cycles: ``r_addr`` presented with ``r_en`` in one enabled cycle appears on
+``r_data`` after the second enabled cycle; with ``r_en`` low everything holds, so a stalling pipeline
+reads through it with one enable. Writes are single-cycle; a read in the cycle of a write to the same
+address returns the old data.
+"""
+
+from amaranth.hdl import Array, Module, Signal
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+__all__ = ["BankedMemory", "BANK_DEPTH"]
+
+BANK_DEPTH = 16384
+"""Entries per bank: the deepest block-RAM shape (ECP5 DP16KD and 7-series RAMB18 in their 1-bit mode)."""
+
+
+class BankedMemory(wiring.Component):
+    """``depth`` entries of ``width`` bits in banks of at most ``bank_depth`` entries.
+
+    Members
+    -------
+    w_addr, w_data, w_en : In
+        Write port.
+    r_addr, r_en : In
+        Read address and the pipeline enable (the read and both register stages advance with it).
+    r_data : Out(width)
+        The entry read two enabled cycles before.
+    """
+
+    def __init__(self, width, depth, bank_depth=BANK_DEPTH):
+        if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
+            raise ValueError(f"depth must be positive and bank_depth a power of two, not {depth}, {bank_depth}")
+        self.width, self.depth = width, depth
+        self.bank_depth = min(bank_depth, 1 << ceil_log2(max(depth, 2)))
+        self.banks = -(-depth // self.bank_depth)
+        aw = ceil_log2(max(depth, 2))
+        super().__init__({
+            "w_addr": In(aw), "w_data": In(width), "w_en": In(1),
+            "r_addr": In(aw), "r_en": In(1), "r_data": Out(width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lo = ceil_log2(self.bank_depth)
+        outs = []
+        for b in range(self.banks):
+            mem = memory.Memory(shape=self.width, depth=min(self.bank_depth, self.depth - b * self.bank_depth),
+                                init=[])
+            m.submodules[f"bank{b}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            q = Signal(self.width, name=f"q{b}")
+            m.d.comb += [wp.addr.eq(self.w_addr[:lo]), wp.data.eq(self.w_data),
+                         wp.en.eq(self.w_en & (self.w_addr[lo:] == b) if self.banks > 1 else self.w_en),
+                         rp.addr.eq(self.r_addr[:lo]), rp.en.eq(self.r_en)]
+            with m.If(self.r_en):
+                m.d.sync += q.eq(rp.data)
+            outs.append(q)
+        if self.banks == 1:
+            m.d.comb += self.r_data.eq(outs[0])
+            return m
+        sel1 = Signal(range(self.banks))
+        sel2 = Signal(range(self.banks))
+        with m.If(self.r_en):
+            m.d.sync += [sel1.eq(self.r_addr[lo:]), sel2.eq(sel1)]
+        m.d.comb += self.r_data.eq(Array(outs)[sel2])
+        return m
