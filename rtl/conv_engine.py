@@ -727,7 +727,7 @@ class ConvEngine(wiring.Component):
         m.d.comb += [array.swap.eq(t3.valid & t3.pass_start), self.array_active.eq(t3.valid),
                      array.row_en.eq(Mux(t3.valid, t3.rows, 0))]
 
-        # Accumulate at stage A = 1 + latency, where the row sums arrive. The psum and bias reads are
+        # Accumulate at the last stage (3 + latency), where the row sums arrive. The psum and bias reads are
         # addressed two stages before and their block-RAM outputs registered (clock-to-out, then the adder,
         # in one cycle was one of the design's long paths). The read is transparent to the write in its own
         # cycle; the one write it cannot see -- the element just ahead writing the same address (passes a
