@@ -23,7 +23,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-from scalenet.boards.build import nextpnr_options, tool
+from scalenet.boards.build import nextpnr_options, parse_nextpnr_report, parse_yosys_stat, tool
 from scalenet.rtl.config import AcceleratorConfig
 
 CFG = AcceleratorConfig()
@@ -80,11 +80,13 @@ def run(name, factory, work: Path, freq: float) -> dict:
                     "--report", "report.json", "-l", "pnr.log"], cwd=d, check=True, capture_output=True)
     t2 = time.perf_counter()
     log = (d / "pnr.log").read_text()
-    mhz = [float(v) for v in re.findall(r"Max frequency for clock '[^']+': ([\d.]+) MHz", log)]
-    stat = (d / "stat.txt").read_text()
-    cells = {k: int(v) for v, k in re.findall(r"^\s+(\d+)\s+(LUT4|CCU2C|TRELLIS_FF|DP16KD|MULT18X18D)$", stat, re.M)}
-    return {"component": name, "placed_mhz": mhz[0] if mhz else None, "routed_mhz": mhz[-1] if len(mhz) > 1 else None,
-            "cells": cells, "synth_s": round(t1 - t0), "pnr_s": round(t2 - t1), "path": critical_path(log)}
+    # The post-placement estimate is only in the log; the routed figure comes from the JSON report.
+    placed = re.search(r"Max frequency for clock '[^']+': ([\d.]+) MHz", log)
+    routed = parse_nextpnr_report(json.loads((d / "report.json").read_text()))["fmax"]
+    return {"component": name, "placed_mhz": float(placed.group(1)) if placed else None,
+            "routed_mhz": min((f["achieved_mhz"] for f in routed.values()), default=None),
+            "cells": parse_yosys_stat((d / "stat.txt").read_text()), "synth_s": round(t1 - t0),
+            "pnr_s": round(t2 - t1), "path": critical_path(log)}
 
 
 def main(argv=None):
