@@ -8,11 +8,11 @@ is selected one cycle later, so the only path out of a block is a route to its o
 
 Read latency is two enabled cycles: ``r_addr`` presented with ``r_en`` in one enabled cycle appears on
 ``r_data`` after the second enabled cycle; with ``r_en`` low everything holds, so a stalling pipeline
-reads through it with one enable. Writes are single-cycle; a read in the cycle of a write to the same
-address returns the old data.
+reads through it with one enable. Writes are single-cycle, with one enable per ``granularity`` bits; a
+read in the cycle of a write to the same address returns the old data.
 """
 
-from amaranth.hdl import Array, Module, Signal
+from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -28,23 +28,28 @@ class BankedMemory(wiring.Component):
 
     Members
     -------
-    w_addr, w_data, w_en : In
+    w_addr, w_data : In
         Write port.
+    w_en : In(width // granularity)
+        One write enable per ``granularity`` bits (all of ``width`` by default).
     r_addr, r_en : In
         Read address and the pipeline enable (the read and both register stages advance with it).
     r_data : Out(width)
         The entry read two enabled cycles before.
     """
 
-    def __init__(self, width, depth, bank_depth=BANK_DEPTH):
+    def __init__(self, width, depth, bank_depth=BANK_DEPTH, *, granularity=None):
         if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
             raise ValueError(f"depth must be positive and bank_depth a power of two, not {depth}, {bank_depth}")
-        self.width, self.depth = width, depth
+        granularity = width if granularity is None else granularity
+        if granularity < 1 or width % granularity:
+            raise ValueError(f"granularity ({granularity}) must divide the width ({width})")
+        self.width, self.depth, self.granularity = width, depth, granularity
         self.bank_depth = min(bank_depth, 1 << ceil_log2(max(depth, 2)))
         self.banks = -(-depth // self.bank_depth)
         aw = ceil_log2(max(depth, 2))
         super().__init__({
-            "w_addr": In(aw), "w_data": In(width), "w_en": In(1),
+            "w_addr": In(aw), "w_data": In(width), "w_en": In(width // granularity),
             "r_addr": In(aw), "r_en": In(1), "r_data": Out(width),
         })
 
@@ -56,10 +61,11 @@ class BankedMemory(wiring.Component):
             mem = memory.Memory(shape=self.width, depth=min(self.bank_depth, self.depth - b * self.bank_depth),
                                 init=[])
             m.submodules[f"bank{b}"] = mem
-            wp, rp = mem.write_port(), mem.read_port()
+            wp = mem.write_port(granularity=self.granularity if self.granularity < self.width else None)
+            rp = mem.read_port()
             q = Signal(self.width, name=f"q{b}")
             m.d.comb += [wp.addr.eq(self.w_addr[:lo]), wp.data.eq(self.w_data),
-                         wp.en.eq(self.w_en & (self.w_addr[lo:] == b) if self.banks > 1 else self.w_en),
+                         wp.en.eq(Mux(self.w_addr[lo:] == b, self.w_en, 0) if self.banks > 1 else self.w_en),
                          rp.addr.eq(self.r_addr[:lo]), rp.en.eq(self.r_en)]
             with m.If(self.r_en):
                 m.d.sync += q.eq(rp.data)

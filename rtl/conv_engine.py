@@ -550,14 +550,16 @@ class ConvEngine(wiring.Component):
         m.d.sync += [pg_need.eq(Mux(need < 0, 0, Mux(need > d.in_height, d.in_height, need))),
                      pg_rows_ok.eq(w_rows >= pg_need)]
 
-        # The table is read one cycle early (in GEN: the tile after pg_t; in IDLE: tile 0) and its word
-        # registered in FETCH, so LOAD works from registers (block-RAM clock-to-out then the flag logic
-        # was a long path) without an extra cycle per tile.
-        tb_q = Signal(33 + R)
+        # The table is read early (in GEN: the tile after pg_t; in IDLE: tile 0) and its word registered
+        # twice (FETCH, FETCH2), so LOAD works from a register the placer can put near the generator: one
+        # register straight out of the block (clock-to-out is 5.8 ns in nextpnr's ECP5 model, and a
+        # single register with all of LOAD's fan-out was still the engine's longest routed path). One
+        # extra cycle per tile.
+        tb_q, tb_q2 = Signal(33 + R), Signal(33 + R)
         tb_ra = Signal(range(NCO))     # the table address, a register (set in IDLE and LOAD)
         m.d.comb += tb_r.addr.eq(tb_ra)
         pg_hm2 = Signal(signed(18))    # pg_hi - 2: "the next ci tile is the last" is an equality
-        m.d.sync += tb_q.eq(tb_r.data)
+        m.d.sync += [tb_q.eq(tb_r.data), tb_q2.eq(tb_q)]
         with m.If(take):
             m.d.sync += nx_valid.eq(0)
         gen_load = Signal()          # the generator loads a new pass into nx this cycle
@@ -575,11 +577,13 @@ class ConvEngine(wiring.Component):
                     ]
                     m.next = "FETCH"
             with m.State("FETCH"):
+                m.next = "FETCH2"
+            with m.State("FETCH2"):
                 m.next = "LOAD"
             with m.State("LOAD"):
-                lo, hi, one = tb_q[:16], tb_q[16:32], tb_q[32]
+                lo, hi, one = tb_q2[:16], tb_q2[16:32], tb_q2[32]
                 m.d.sync += tb_ra.eq(Mux(t_last, 0, pg_t + 1))     # prefetch the tile after this one
-                m.d.sync += [pg_lo.eq(lo), pg_hi.eq(hi), pg_hm2.eq(hi - 2), pg_ci.eq(lo), pg_rows.eq(tb_q[33:]),
+                m.d.sync += [pg_lo.eq(lo), pg_hi.eq(hi), pg_hm2.eq(hi - 2), pg_ci.eq(lo), pg_rows.eq(tb_q2[33:]),
                              ci_first.eq(1), ci_one.eq(one), ci_last.eq(one)]
                 m.next = "GEN"
             with m.State("GEN"):

@@ -140,7 +140,8 @@ class AxisPool(wiring.Component):
 
         # Stage 1: the accepted byte, its flags and the running max read for it the cycle before.
         s1 = Signal(data.StructLayout({"valid": 1, "v": 8, "close": 1, "close_mem": 1, "store": 1,
-                                       "store_mem": 1, "addr": aw, "old": 8, "hit": 1}))
+                                       "store_mem": 1, "addr": aw, "rd0": 8, "rd1": 8, "took": 1,
+                                       "w1hit": 1, "w1data": 8, "hit": 1}))
         fwd = Signal(8)                         # the running max written last cycle
         o_valid, o_data = Signal(), Signal(8)
         adv = Signal()
@@ -165,17 +166,21 @@ class AxisPool(wiring.Component):
             m.d.sync += [addr.eq(0), addr1.eq(Mux((self.inner == 1) & (self.outer == 1), 0, 1))]
         with m.Elif(take):
             m.d.sync += [addr.eq(addr1), addr1.eq(Mux(line_end_1, 0, addr1 + 1))]
-        # Read the next byte's entry every cycle: its data is ready when the byte arrives. The two writes
-        # that read cannot see are forwarded: last cycle's (w1, muxed in here) and the one made in the
-        # cycle the byte arrives (``hit``, muxed in stage 2). Not a transparent port: yosys would compare
-        # the late read address with the write address on the way into a register.
+        # Read the next byte's entry every cycle: its data is ready when the byte arrives. Both ports'
+        # outputs go straight into stage-1 registers (block-RAM clock-to-out is 5.8 ns in nextpnr's ECP5
+        # model and the blocks may sit far from the logic: a port select or forwarding mux in front of the
+        # register was the whole 8x8 design's longest path); the selects happen in stage 2. The two writes
+        # that read cannot see are forwarded: last cycle's (w1) and the one made in the cycle the byte
+        # arrives (``hit``). Not a transparent port: yosys would compare the late read address with the
+        # write address on the way into a register.
         w1 = Signal(data.StructLayout({"en": 1, "addr": aw, "data": 8}))
         m.d.sync += [w1.en.eq(wr.en), w1.addr.eq(wr.addr), w1.data.eq(wr.data)]
         m.d.comb += [rd0.addr.eq(addr), rd0.en.eq(1), rd1.addr.eq(addr1), rd1.en.eq(1)]
         with m.If(adv):
             m.d.sync += [s1.valid.eq(take), s1.v.eq(self.i.payload), s1.close.eq(close),
                          s1.close_mem.eq(close_mem), s1.store.eq(store), s1.store_mem.eq(store_mem),
-                         s1.addr.eq(addr), s1.old.eq(Mux(w1.en & (w1.addr == addr), w1.data, Mux(took, rd1.data, rd0.data))),
+                         s1.addr.eq(addr), s1.rd0.eq(rd0.data), s1.rd1.eq(rd1.data), s1.took.eq(took),
+                         s1.w1hit.eq(w1.en & (w1.addr == addr)), s1.w1data.eq(w1.data),
                          s1.hit.eq(wr.en & (wr.addr == addr))]
 
         def new_group():
@@ -211,7 +216,7 @@ class AxisPool(wiring.Component):
         # Stage 2: combine with the stored running max; emit and/or write back.
         flip = Cat(Const(0, 7), self.signed)         # order int8 as unsigned by flipping the MSB
         old = Signal(8)
-        m.d.comb += old.eq(Mux(s1.hit, fwd, s1.old))
+        m.d.comb += old.eq(Mux(s1.hit, fwd, Mux(s1.w1hit, s1.w1data, Mux(s1.took, s1.rd1, s1.rd0))))
         mx = Signal(8)
         m.d.comb += mx.eq(Mux((old ^ flip) > (s1.v ^ flip), old, s1.v))
         m.d.comb += [wr.addr.eq(s1.addr), wr.data.eq(Mux(s1.store_mem, mx, s1.v)),

@@ -46,6 +46,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.utils import ceil_log2
 
+from .banked_memory import BankedMemory
 from .config import AcceleratorConfig
 from .engine_ports import check_config, engine_members
 from .regmap import Opcode
@@ -98,9 +99,8 @@ class PoolEngine(wiring.Component):
         col_w = ((cfg.max_width + 2 * cfg.max_pad + 2 * cfg.max_kernel + 2) * cfg.max_channels).bit_length() + 2
         n_params = 1 << ceil_log2(cfg.max_kernel * cfg.max_kernel)     # any 6-bit count - 1 is in range
 
-        m.submodules.lb = lb = Memory(shape=8, depth=lb_depth, init=[])
-        lb_w = lb.write_port()
-        lb_r = lb.read_port()
+        # Deeper than one block RAM (the default is 32 blocks): read through a register per block.
+        m.submodules.lb = lb = BankedMemory(8, lb_depth)
         m.submodules.pm = pm = Memory(shape=30, depth=n_params, init=[])      # mantissa 24 | shift 6
         pm_w = pm.write_port()
         pm_r = pm.read_port()
@@ -204,9 +204,9 @@ class PoolEngine(wiring.Component):
         ld_take = Signal()
         m.d.comb += ld_take.eq(self.pixels.valid & ld_allowed)
         m.d.comb += [
-            lb_w.addr.eq(ld_base + ld_off),
-            lb_w.data.eq(self.pixels.payload),
-            lb_w.en.eq(ld_take & ~is_gap_r),
+            lb.w_addr.eq(ld_base + ld_off),
+            lb.w_data.eq(self.pixels.payload),
+            lb.w_en.eq(ld_take & ~is_gap_r),
         ]
         ld_row_done = Signal()
         top_adv = Signal()                   # top_row advances this cycle (driven by the FSM)
@@ -336,25 +336,36 @@ class PoolEngine(wiring.Component):
             with m.If(a_valid):
                 m.d.sync += cnt_m1.eq(Mux(a_gap, 0, Mux(a_first, 0x1FF, cnt_m1) + a_counted))
 
-        # Stage B: the line-buffer byte and the GAP accumulator arrive; the parameter entry is read (from
-        # a registered address).
+        # Stage B: the line-buffer blocks' outputs are registered (inside ``lb``) and the GAP accumulator
+        # arrives; the parameter entry is read (from a registered address).
         b_valid, b_first, b_last, b_ok, b_gap = (Signal() for _ in range(5))
         with m.If(en):
             m.d.sync += [
                 b_valid.eq(a_valid), b_first.eq(a_first), b_last.eq(a_last), b_ok.eq(a_ok), b_gap.eq(a_gap),
             ]
         m.d.comb += [
-            lb_r.addr.eq(a_addr),
-            lb_r.en.eq(en),
+            lb.r_addr.eq(a_addr),
+            lb.r_en.eq(en),
             pm_r.addr.eq(cnt_m1),
             pm_r.en.eq(en),
             gap_r.addr.eq(Mux(gap_reading, a_c, ld_c)),
             gap_r.en.eq(Mux(gap_reading, en, 1)),
         ]
 
-        # Stage C: the byte and the GAP sum (registered off the block RAMs, so their clock-to-out does not
-        # stack on the sum and the result select) and the reduction.
+        # Stage B2: the line-buffer byte arrives (its bank selected); the GAP sum and the parameter entry
+        # are registered straight out of their memories.
+        b2_valid, b2_first, b2_last, b2_ok, b2_gap = (Signal() for _ in range(5))
+        b2_gsum = Signal(signed(32))
+        with m.If(en):
+            m.d.sync += [
+                b2_valid.eq(b_valid), b2_first.eq(b_first), b2_last.eq(b_last), b2_ok.eq(b_ok),
+                b2_gap.eq(b_gap), b2_gsum.eq(gap_r.data),
+            ]
+
+        # Stage C: the byte (registered off the bank select, so block-RAM clock-to-out never stacks on
+        # the reduction) and the reduction.
         s_valid, s_first, s_last, s_ok, s_gap = (Signal() for _ in range(5))
+        s_pm = Signal(30)
         s_byte = Signal(8)
         s_gsum = Signal(signed(32))
         red_max = Signal(signed(10))
@@ -363,8 +374,8 @@ class PoolEngine(wiring.Component):
         red_sum = Signal(signed(18))
         with m.If(en):
             m.d.sync += [
-                s_valid.eq(b_valid), s_first.eq(b_first), s_last.eq(b_last), s_ok.eq(b_ok), s_gap.eq(b_gap),
-                s_byte.eq(lb_r.data), s_gsum.eq(gap_r.data),
+                s_valid.eq(b2_valid), s_first.eq(b2_first), s_last.eq(b2_last), s_ok.eq(b2_ok),
+                s_gap.eq(b2_gap), s_byte.eq(lb.r_data), s_gsum.eq(b2_gsum), s_pm.eq(pm_r.data),
             ]
         value = Signal(signed(9))
         m.d.comb += value.eq(as_value9(s_byte, d.in_signed))
@@ -390,7 +401,7 @@ class PoolEngine(wiring.Component):
                 m.d.sync += [red_max.eq(max_next), red_sum.eq(sum_next)]
             m.d.sync += [
                 d_valid.eq(s_valid & s_last), d_gap.eq(s_gap), d_gsum.eq(s_gsum),
-                d_mant.eq(pm_r.data[:24]), d_shift.eq(pm_r.data[24:30]),
+                d_mant.eq(s_pm[:24]), d_shift.eq(s_pm[24:30]),
                 res_valid.eq(d_valid),
                 res_val.eq(Mux(d_gap, d_gsum, Mux(is_max_r, red_max, red_sum))),
                 res_mant.eq(d_mant),

@@ -1,19 +1,30 @@
 """On-chip memory behind an AXI4 slave, for boards without DRAM.
 
-One :class:`~amaranth.lib.memory.Memory` of bus-wide words with a synchronous read port and a write
-port with byte enables, so it maps to block RAM (DP16KD on ECP5) rather than LUTs. Reads and writes are
+Bus-wide words in block RAM (DP16KD on ECP5) with byte-enabled writes, through :class:`~.banked_memory.
+BankedMemory` so every block's output is registered before anything else sees it. Reads and writes are
 independent (one burst of each in progress); INCR bursts of any length stream one beat per cycle.
 A burst touching addresses beyond the memory is answered DECERR (reads return zeros, writes are dropped).
+
+Timing (ECP5, >= 100 MHz): block-RAM clock-to-out is 5.8 ns in nextpnr's model and a 256 KiB SRAM spreads
+over 128 blocks, so neither the bus's ``r.ready`` nor its ``w.data`` may reach the blocks combinationally.
+Reads are issued at a fixed latency against credits for a small output FIFO (``r.ready`` only pops the
+LUT-RAM FIFO, which drives the R channel); writes are registered once before the blocks.
+
 """
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In
 
 from . import axi
+from .banked_memory import BankedMemory
 
 __all__ = ["AxiSram"]
+
+READ_QUEUE = 8
+"""Output FIFO entries: at least the issue-to-pop round trip (4 cycles) for one beat per cycle. The FIFO
+reads combinationally, so it is LUT RAM (a few LUTs from the R channel), never a block RAM."""
 
 
 class AxiSram(wiring.Component):
@@ -34,52 +45,72 @@ class AxiSram(wiring.Component):
         log2 = nb.bit_length() - 1
         depth = self.mem_bytes // nb
         bus = self.bus
+        idw = max(1, bus.signature.id_width)
         has_id = bus.signature.id_width > 0
-        m.submodules.mem = mem = Memory(shape=8 * nb, depth=depth, init=[])
-        rp = mem.read_port()
-        wp = mem.write_port(granularity=8)
+        m.submodules.mem = mem = BankedMemory(8 * nb, depth, granularity=8)
 
         def beyond(addr, length):
             first = addr[log2:]
             return first + length >= depth       # length is beats - 1
 
         # ---- reads ----------------------------------------------------------------------------------
+        # issue -> (2 cycles: block, bank register + select) -> FIFO -> R channel. A beat is issued only
+        # while fewer than READ_QUEUE beats are issued and not yet popped, so the FIFO never overflows
+        # and nothing in flight ever waits.
+        beat = data.StructLayout({"data": 8 * nb, "last": 1, "err": 1, "id": idw})
+        m.submodules.rq = rq = SyncFIFO(width=beat.size, depth=READ_QUEUE)
         raddr = Signal(len(bus.ar.addr))
+        left_1 = Signal()                       # the burst's last beat is the next one issued
         left = Signal(9)
-        rv, rlast, rerr = Signal(), Signal(), Signal()
-        advance = Signal()
+        rerr = Signal()
+        rid = Signal(idw)
+        owed = Signal(range(READ_QUEUE + 1))   # issued, not yet popped
+        issue, pop = Signal(), Signal()
+        p1 = Signal(data.StructLayout({"valid": 1, "last": 1, "err": 1, "id": idw}))
+        p2 = Signal.like(p1)
+        m.d.sync += [p1.valid.eq(issue), p1.last.eq(left_1), p1.err.eq(rerr), p1.id.eq(rid), p2.eq(p1)]
+        m.d.comb += [mem.r_addr.eq(raddr), mem.r_en.eq(1)]
+        w_beat = Signal(beat)
         m.d.comb += [
-            advance.eq(~rv | bus.r.ready),
-            rp.addr.eq(raddr), rp.en.eq(advance),
-            bus.r.valid.eq(rv), bus.r.last.eq(rlast),
-            bus.r.data.eq(Mux(rerr, 0, rp.data)),
-            bus.r.resp.eq(Mux(rerr, axi.Resp.DECERR, axi.Resp.OKAY)),
+            w_beat.data.eq(Mux(p2.err, 0, mem.r_data)), w_beat.last.eq(p2.last), w_beat.err.eq(p2.err),
+            w_beat.id.eq(p2.id),
+            rq.w_data.eq(w_beat), rq.w_en.eq(p2.valid),
         ]
-        rid = Signal(max(1, bus.signature.id_width))
+        r_beat = Signal(beat)
+        m.d.comb += [
+            r_beat.eq(rq.r_data),
+            pop.eq(rq.r_rdy & bus.r.ready), rq.r_en.eq(bus.r.ready),
+            bus.r.valid.eq(rq.r_rdy), bus.r.data.eq(r_beat.data), bus.r.last.eq(r_beat.last),
+            bus.r.resp.eq(Mux(r_beat.err, axi.Resp.DECERR, axi.Resp.OKAY)),
+        ]
         if has_id:
-            m.d.comb += bus.r.id.eq(rid)
+            m.d.comb += bus.r.id.eq(r_beat.id)
+        m.d.sync += owed.eq(owed + issue - pop)
         with m.FSM(name="read"):
             with m.State("IDLE"):
                 m.d.comb += bus.ar.ready.eq(1)
                 with m.If(bus.ar.valid):
-                    m.d.sync += [raddr.eq(bus.ar.addr[log2:]), left.eq(bus.ar.len + 1),
+                    m.d.sync += [raddr.eq(bus.ar.addr[log2:]), left.eq(bus.ar.len), left_1.eq(bus.ar.len == 0),
                                  rerr.eq(beyond(bus.ar.addr, bus.ar.len))]
                     if has_id:
                         m.d.sync += rid.eq(bus.ar.id)
                     m.next = "BEATS"
             with m.State("BEATS"):
-                with m.If(advance):
-                    with m.If(left != 0):
-                        m.d.sync += [rv.eq(1), rlast.eq(left == 1), raddr.eq(raddr + 1), left.eq(left - 1)]
-                    with m.Else():
-                        m.d.sync += [rv.eq(0), rlast.eq(0)]
+                m.d.comb += issue.eq(owed < READ_QUEUE)
+                with m.If(issue):
+                    m.d.sync += [raddr.eq(raddr + 1), left.eq(left - 1), left_1.eq(left == 1)]
+                    with m.If(left_1):
                         m.next = "IDLE"
 
         # ---- writes ---------------------------------------------------------------------------------
+        # Each accepted beat is written one cycle later from registers (the response follows the last
+        # write, so a read issued after it sees the data).
         waddr = Signal(len(bus.aw.addr))
         werr = Signal()
-        wid = Signal(max(1, bus.signature.id_width))
-        m.d.comb += [wp.addr.eq(waddr), wp.data.eq(bus.w.data),
+        wid = Signal(idw)
+        wq_addr, wq_data, wq_en = Signal(len(mem.w_addr)), Signal(8 * nb), Signal(nb)
+        m.d.sync += wq_en.eq(0)
+        m.d.comb += [mem.w_addr.eq(wq_addr), mem.w_data.eq(wq_data), mem.w_en.eq(wq_en),
                      bus.b.resp.eq(Mux(werr, axi.Resp.DECERR, axi.Resp.OKAY))]
         if has_id:
             m.d.comb += bus.b.id.eq(wid)
@@ -94,8 +125,8 @@ class AxiSram(wiring.Component):
             with m.State("DATA"):
                 m.d.comb += bus.w.ready.eq(1)
                 with m.If(bus.w.valid):
-                    m.d.comb += wp.en.eq(Mux(werr, 0, bus.w.strb))
-                    m.d.sync += waddr.eq(waddr + 1)
+                    m.d.sync += [wq_addr.eq(waddr), wq_data.eq(bus.w.data),
+                                 wq_en.eq(Mux(werr, 0, bus.w.strb)), waddr.eq(waddr + 1)]
                     with m.If(bus.w.last):
                         m.next = "RESP"
             with m.State("RESP"):

@@ -57,6 +57,39 @@ def test_an_8x8_output_buffer_takes_the_same_block_rams_in_four_banks():
     assert len(est.memories) == 4 and est.brams == 32     # 16384 x 1 blocks, no depth multiplexer
 
 
+def test_byte_enables_write_only_their_bytes_in_every_bank():
+    dut = BankedMemory(32, 12, bank_depth=4, granularity=8)
+    rng = np.random.default_rng(7)
+    writes = [(int(a), int(v), int(e)) for a, v, e in zip(rng.integers(0, 12, 60), rng.integers(0, 1 << 32, 60),
+                                                           rng.integers(0, 16, 60))]
+    model = [0] * 12
+    for a, v, e in writes:
+        mask = sum(0xFF << 8 * b for b in range(4) if e >> b & 1)
+        model[a] = model[a] & ~mask | v & mask
+    got = []
+
+    async def bench(ctx):
+        for a, v, e in writes:
+            ctx.set(dut.w_addr, a)
+            ctx.set(dut.w_data, v)
+            ctx.set(dut.w_en, e)
+            await ctx.tick()
+        ctx.set(dut.w_en, 0)
+        ctx.set(dut.r_en, 1)
+        for a in [*range(12), 0]:
+            ctx.set(dut.r_addr, a)
+            await ctx.tick()
+            got.append(ctx.get(dut.r_data))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got[1:] == model             # r_data after the second enabled cycle
+
+
 def test_bad_geometry_is_refused():
     with pytest.raises(ValueError, match="power of two"):
         BankedMemory(8, 100, bank_depth=12)
+    with pytest.raises(ValueError, match="granularity"):
+        BankedMemory(32, 100, granularity=12)
