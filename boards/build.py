@@ -126,10 +126,10 @@ def _platform(board: Board, with_rtlil: bool):
     return Platform()
 
 
-def _sram_brams(est, mem_bytes):
-    """Block RAMs of the SoC's SRAM (``soc.sram``): by name, since accelerator buffers can have its size."""
-    return sum(m.brams for m in est.memories
-               if m.module.rsplit(".", 1)[-1] == "sram" and m.width * m.depth == 8 * mem_bytes)
+def _sram_brams(est):
+    """Block RAMs of the SoC's SRAM: the memories inside its ``sram`` module (its banks; its read FIFO
+    is LUT RAM), found by name since accelerator buffers can have its size."""
+    return sum(m.brams for m in est.memories if "sram" in m.module.split("."))
 
 
 def _prepare(board, config, freq_mhz, mem_bytes, baud, soc_factory, overrides):
@@ -148,7 +148,7 @@ def _rtlil_module(short):
 def _choose_mem_bytes(board, est, mem_bytes):
     """The largest power-of-two SRAM that fits the block RAM the accelerator leaves free."""
     from .estimate import _blocks
-    free = board.dev.brams - (est.brams - _sram_brams(est, mem_bytes))
+    free = board.dev.brams - (est.brams - _sram_brams(est))
     size = MAX_MEM_BYTES
     while size >= MIN_MEM_BYTES:
         if _blocks(64, size // 8, board.family) <= free:

@@ -143,14 +143,19 @@ def test_build_refuses_8x8_on_a_25f_before_synthesis(tmp_path):
     assert not (tmp_path / "b" / "top.rpt").exists()          # yosys never ran
 
 
-def test_default_sram_fits_beside_the_8x8():
-    """The default SRAM is the largest power of two the block RAM left by the accelerator holds, so the
-    pre-check passes with it. The 8x8 has two 16 KiB buffers (partial sums, the fused pool's rows) that
-    were once counted as the 16 KiB SRAM: the Arty Z7-20 then got 256 KiB and was refused."""
+@pytest.mark.parametrize("name", ["arty-z7-20", "ulx3s-85f"])
+def test_default_sram_is_the_largest_that_fits_beside_the_8x8(name):
+    """The default SRAM is the largest power of two the block RAM left by the accelerator holds: the
+    pre-check passes with it and refuses twice its size. The 8x8 has two 16 KiB buffers (partial sums,
+    the fused pool's rows) that were once counted as the 16 KiB SRAM (the Arty Z7-20 then got 256 KiB and
+    was refused), and an SRAM in banks was once not counted at all (the 85F then got none)."""
     from scalenet.boards.top import DEFAULT_BAUD
-    board = get_board("arty-z7-20")
+    board = get_board(name)
     _, _, est = _prepare(board, AcceleratorConfig(), 100.0, 16 * 1024, DEFAULT_BAUD, None, {})
     size = _choose_mem_bytes(board, est, 16 * 1024)
-    assert size >= 16 * 1024
+    assert size is not None and size >= 16 * 1024
     _, _, chosen = _prepare(board, AcceleratorConfig(), 100.0, size, DEFAULT_BAUD, None, {})
-    check_fit(chosen, board.dev, what="8x8 on arty-z7-20")     # raises ResourceError when it does not fit
+    check_fit(chosen, board.dev, what=f"8x8 on {name}")       # raises ResourceError when it does not fit
+    _, _, double = _prepare(board, AcceleratorConfig(), 100.0, 2 * size, DEFAULT_BAUD, None, {})
+    with pytest.raises(ResourceError, match="block RAMs needed"):
+        check_fit(double, board.dev, what=f"8x8 on {name}")
