@@ -47,6 +47,7 @@ def run_row(board, array, overrides, mhz, work: Path, reuse: bool):
     if reuse and (out / "report.json").exists():
         return json.loads((out / "report.json").read_text())
     print(f"building {board} {array} at {mhz} MHz ...", file=sys.stderr, flush=True)
+    commit = _revision()     # before the build: the tree may move on during an hour of place and route
     t0 = time.perf_counter()
     try:
         r = build(board, config_for(array, overrides), freq_mhz=mhz, out_dir=out,
@@ -55,7 +56,7 @@ def run_row(board, array, overrides, mhz, work: Path, reuse: bool):
         r = {"board": board, "array": array, "refused": str(e)}
         out.mkdir(parents=True, exist_ok=True)
     print(f"  done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    r["commit"] = _revision()           # kept with the row: --reuse may mix rows of several commits
+    r["commit"] = commit                # kept with the row: --reuse may mix rows of several commits
     (out / "report.json").write_text(json.dumps(r, indent=2))
     return r
 
