@@ -113,7 +113,7 @@ class Bridge(wiring.Component):
         last_seq, last_status, last_write, last_valid = Signal(8), Signal(8), Signal(), Signal()
         aw_done, w_done = Signal(), Signal()
         txi = Signal(16)
-        tx_hold = Signal()
+        tx_wait = Signal(2)                       # hold cycles left before the next response byte
         in_tx = Signal()
 
         byte = self.rx.payload
@@ -158,12 +158,18 @@ class Bridge(wiring.Component):
                      self.ctrl.w.strb.eq(0xF)]
 
         # ---- response bytes -------------------------------------------------------------------------
+        # Each byte is prepared in three hold cycles (the UART takes thousands per byte): the buffer is
+        # read at payload index j (a register kept at txi - 5), its output registered (block-RAM
+        # clock-to-out), the byte selected into tx_q; tx_q alone feeds the stream and the CRC. (Read,
+        # select and the unrolled CRC in one cycle was the 25F board design's longest path, 15 ns.)
         j = Signal(16)
-        m.d.comb += j.eq(txi - 5)
+        rp_q = Signal(8)
+        tx_q = Signal(8)
+        m.d.sync += rp_q.eq(rp.data)
         m.d.comb += rp.addr.eq(Mux(in_tx, j, cnt))
         ident_rom = Array(Const(b, 8) for b in ident)
         payload_byte = Mux(src == 0, ident_rom[j[:max(1, (len(ident) - 1).bit_length())]],
-                           Mux(src == 1, word.word_select(j[:2], 8), rp.data))
+                           Mux(src == 1, word.word_select(j[:2], 8), rp_q))
         tx_byte = Signal(8)
         with m.Switch(txi):
             with m.Case(0):
@@ -181,8 +187,8 @@ class Bridge(wiring.Component):
                                            Mux(j == resp_len, crc[8:], crc[:8])))
 
         def respond(st, n=0, source=1):
-            m.d.sync += [status.eq(st), resp_len.eq(n), src.eq(source), txi.eq(0), crc.eq(0xFFFF),
-                         tx_hold.eq(1)]
+            m.d.sync += [status.eq(st), resp_len.eq(n), src.eq(source), txi.eq(0), j.eq(-5), crc.eq(0xFFFF),
+                         tx_wait.eq(3)]
             m.next = "TX"
 
         def record(st):
@@ -314,15 +320,19 @@ class Bridge(wiring.Component):
                         m.d.sync += cnt.eq(cnt + 1)
                         m.next = "MR_AR"
             with m.State("TX"):
-                # A cycle of hold after each byte: the buffer's read port sees the next index first.
-                m.d.comb += [self.tx.payload.eq(tx_byte), self.tx.valid.eq(~tx_hold), in_tx.eq(1)]
-                m.d.comb += crc_byte.eq(tx_byte)
-                m.d.sync += tx_hold.eq(0)
+                m.d.comb += [self.tx.payload.eq(tx_q), self.tx.valid.eq(tx_wait == 0), in_tx.eq(1)]
+                m.d.comb += crc_byte.eq(tx_q)
+                with m.If(tx_wait != 0):
+                    m.d.sync += tx_wait.eq(tx_wait - 1)
+                tx_crc, tx_end = Signal(), Signal()    # this byte is covered by the CRC; it ends the frame
+                with m.If(tx_wait == 1):
+                    m.d.sync += [tx_q.eq(tx_byte), tx_crc.eq((txi != 0) & (txi < 5 + resp_len)),
+                                 tx_end.eq(txi == 6 + resp_len)]
                 with m.If(self.tx.valid & self.tx.ready):
-                    m.d.sync += [txi.eq(txi + 1), tx_hold.eq(1)]
-                    with m.If((txi != 0) & (txi < 5 + resp_len)):
+                    m.d.sync += [txi.eq(txi + 1), j.eq(j + 1), tx_wait.eq(3)]
+                    with m.If(tx_crc):
                         m.d.sync += crc.eq(crc_next)
-                    with m.If(txi == 6 + resp_len):
+                    with m.If(tx_end):
                         m.next = "SYNC"
         m.d.comb += self.busy.eq(~fsm.ongoing("SYNC"))
         return m
