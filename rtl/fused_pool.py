@@ -29,6 +29,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .collisions import UNDEFINED_COLLISIONS
 from .engine_ports import check_config
 
 __all__ = ["PoolShape", "AxisPool", "FusedMaxPool"]
@@ -99,7 +100,9 @@ class AxisPool(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         aw = ceil_log2(max(self._depth, 2))
-        m.submodules.mem = mem = Memory(shape=8, depth=self._depth, init=[])
+        # A word read while its address is written is never used: both writes the reads cannot see are
+        # forwarded (below), so synthesis may leave the collision undefined (:mod:`.collisions`).
+        m.submodules.mem = mem = Memory(shape=8, depth=self._depth, init=[], attrs=UNDEFINED_COLLISIONS)
         wr = mem.write_port()
         rd0 = mem.read_port()            # the next byte's entry
         rd1 = mem.read_port()            # the entry after it (a second block RAM copy)

@@ -47,6 +47,7 @@ from amaranth.lib.memory import Memory
 from amaranth.utils import ceil_log2
 
 from .banked_memory import BankedMemory
+from .collisions import UNDEFINED_COLLISIONS
 from .config import AcceleratorConfig
 from .engine_ports import check_config, engine_members
 from .regmap import Opcode
@@ -101,7 +102,8 @@ class PoolEngine(wiring.Component):
 
         # Deeper than one block RAM (the default is 32 blocks): read through a register per block.
         m.submodules.lb = lb = BankedMemory(8, lb_depth)
-        m.submodules.pm = pm = Memory(shape=30, depth=n_params, init=[])      # mantissa 24 | shift 6
+        # mantissa 24 | shift 6; written in PARAMS, read only after it (:mod:`.collisions`)
+        m.submodules.pm = pm = Memory(shape=30, depth=n_params, init=[], attrs=UNDEFINED_COLLISIONS)
         pm_w = pm.write_port()
         pm_r = pm.read_port()
         m.submodules.gap = gap = Memory(shape=signed(32), depth=1 << ceil_log2(cfg.max_channels), init=[])
