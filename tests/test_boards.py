@@ -154,8 +154,9 @@ def test_default_sram_is_the_largest_that_fits_beside_the_8x8(name):
     _, _, est = _prepare(board, AcceleratorConfig(), 100.0, 16 * 1024, DEFAULT_BAUD, None, {})
     size = _choose_mem_bytes(board, est, 16 * 1024)
     assert size is not None and size >= 16 * 1024
-    _, _, chosen = _prepare(board, AcceleratorConfig(), 100.0, size, DEFAULT_BAUD, None, {})
+    _, plan, chosen = _prepare(board, AcceleratorConfig(), 100.0, size, DEFAULT_BAUD, None, {})
     check_fit(chosen, board.dev, what=f"8x8 on {name}")       # raises ResourceError when it does not fit
+    assert "COLLISION_X_MASK 1'1" in plan.files["top.il"]    # the flow synthesises with rtl/collisions.py
     _, _, double = _prepare(board, AcceleratorConfig(), 100.0, 2 * size, DEFAULT_BAUD, None, {})
     with pytest.raises(ResourceError, match="block RAMs needed"):
         check_fit(double, board.dev, what=f"8x8 on {name}")
