@@ -434,18 +434,26 @@ class ConvEngine(wiring.Component):
         m.d.comb += self.busy.eq(~idle)
 
         # The weight stream is gated by a register (in_wload) rather than by the FSM's state decode: the
-        # beat handshake then fans out to the weight-memory enables and counters from two flags.
+        # beat handshake then fans out to the weight-memory enables and counters from two flags. Each
+        # beat is written a cycle later from registers (the 32 blocks spread over the die: the enable
+        # decode in front of their byte enables was the whole design's longest path, 11.7 ns of route),
+        # so the run starts a cycle after the last beat, once that beat is in the memory.
+        wq_en, wq_addr, wq_data = Signal(R), Signal.like(wl_blk), Signal(8 * C)
+        w_fin = Signal()
+        m.d.sync += [wq_en.eq(0), w_fin.eq(0)]
         m.d.comb += [self.weights.ready.eq(in_wload & p_done),
-                     wm_w.addr.eq(wl_blk), wm_w.data.eq(Cat(*[self.weights.payload] * R))]
+                     wm_w.addr.eq(wq_addr), wm_w.data.eq(Cat(*[wq_data] * R)), wm_w.en.eq(wq_en)]
         with m.If(self.weights.valid & in_wload & p_done):
-            m.d.comb += wm_w.en.eq(1 << wl_row)
+            m.d.sync += [wq_en.eq(1 << wl_row), wq_addr.eq(wl_blk), wq_data.eq(self.weights.payload)]
             m.d.sync += [w_wr.eq(w_wr + 1), w_last.eq(w_wr == nw_m2)]
             with m.If(wl_row == R - 1):
                 m.d.sync += [wl_row.eq(0), wl_blk.eq(wl_blk + 1)]
             with m.Else():
                 m.d.sync += wl_row.eq(wl_row + 1)
             with m.If(w_last):
-                m.d.sync += [run.eq(1), ld_busy.eq(1), w_ptr.eq(0), pg_go.eq(1), in_wload.eq(0)]  # preload block 0
+                m.d.sync += [in_wload.eq(0), w_fin.eq(1)]
+        with m.If(w_fin):
+            m.d.sync += [run.eq(1), ld_busy.eq(1), w_ptr.eq(0), pg_go.eq(1)]     # preload block 0
         assert len(mul_src) <= 32 and len(div_src) <= 16
         m.d.sync += [mul_a.eq(Array(a for a, _ in mul_src)[mul_op]), mul_b.eq(Array(b for _, b in mul_src)[mul_op]),
                      div_a.eq(Array(a for a, _ in div_src)[div_op]), div_b.eq(Array(b for _, b in div_src)[div_op])]
@@ -504,10 +512,14 @@ class ConvEngine(wiring.Component):
         word = Signal(8 * C)
         m.d.comb += word.eq(Cat(*[Mux(w_lane == c, self.pixels.payload, wreg.word_select(c, 8))
                                   for c in range(C)]))
-        m.d.comb += [lb_w.addr.eq(w_addr), lb_w.data.eq(word)]
+        # Words are written a cycle later from registers (no logic in front of the 32 blocks' ports);
+        # a row is read no earlier than two cycles after w_rows counts it (pg_rows_ok, nx_ok registered).
+        lq_en, lq_addr, lq_data = Signal(), Signal.like(w_addr), Signal(8 * C)
+        m.d.sync += lq_en.eq(0)
+        m.d.comb += [lb_w.addr.eq(lq_addr), lb_w.data.eq(lq_data), lb_w.en.eq(lq_en)]
         with m.If(self.pixels.valid & self.pixels.ready):
             with m.If((w_lane == C - 1) | w_ch_last):
-                m.d.comb += lb_w.en.eq(1)
+                m.d.sync += [lq_en.eq(1), lq_addr.eq(w_addr), lq_data.eq(word)]
                 m.d.sync += [w_addr.eq(w_addr + 1), w_lane.eq(0), wreg.eq(0)]
             with m.Else():
                 m.d.sync += [wreg.eq(word), w_lane.eq(w_lane + 1)]
