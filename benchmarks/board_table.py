@@ -106,6 +106,9 @@ def main(argv=None):
     ap.add_argument("--reuse", action="store_true", help="keep rows that already have a report")
     ap.add_argument("--write-docs", action="store_true", help="replace the table in docs/boards.md")
     args = ap.parse_args(argv)
+    unknown = set(args.only) - {f"{r[0]}:{r[1]}" for r in ROWS}
+    if unknown:          # e.g. "a:4x4,b:8x8" (the option repeats): never write an empty table
+        ap.error(f"no such row: {', '.join(sorted(unknown))} (rows: {', '.join(f'{r[0]}:{r[1]}' for r in ROWS)})")
     rows = [r for r in ROWS if not args.only or f"{r[0]}:{r[1]}" in args.only]
     reports = [run_row(*row, Path(args.work), args.reuse) for row in rows]
     commits = sorted({r.get("commit", "unknown") for r in reports})
