@@ -10,6 +10,23 @@ from scalenet.boards.estimate import estimate_rtlil
 from scalenet.rtl.banked_memory import BankedMemory
 
 
+def simulate(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+async def write(ctx, dut, writes):
+    """(address, data, enables) per cycle, then the write port idle."""
+    for a, v, e in writes:
+        ctx.set(dut.w_addr, a)
+        ctx.set(dut.w_data, v)
+        ctx.set(dut.w_en, e)
+        await ctx.tick()
+    ctx.set(dut.w_en, 0)
+
+
 @pytest.mark.parametrize("depth,bank_depth", [(24, 8), (16, 16), (5, 4)])
 def test_reads_two_enabled_cycles_later_and_hold_while_disabled(depth, bank_depth):
     dut = BankedMemory(8, depth, bank_depth=bank_depth)
@@ -21,12 +38,7 @@ def test_reads_two_enabled_cycles_later_and_hold_while_disabled(depth, bank_dept
     got = []
 
     async def bench(ctx):
-        ctx.set(dut.w_en, 1)
-        for a, v in enumerate(data):
-            ctx.set(dut.w_addr, a)
-            ctx.set(dut.w_data, int(v))
-            await ctx.tick()
-        ctx.set(dut.w_en, 0)
+        await write(ctx, dut, [(a, int(v), 1) for a, v in enumerate(data)])
         pending = list(order) + [0, 0]               # two more enabled cycles flush the pipeline
         issued = []
         for en in enables:
@@ -45,10 +57,7 @@ def test_reads_two_enabled_cycles_later_and_hold_while_disabled(depth, bank_dept
             await ctx.tick()
             got.append(ctx.get(dut.r_data))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert got[:depth] == [int(data[a]) for a in order]
 
 
@@ -69,22 +78,14 @@ def test_byte_enables_write_only_their_bytes_in_every_bank():
     got = []
 
     async def bench(ctx):
-        for a, v, e in writes:
-            ctx.set(dut.w_addr, a)
-            ctx.set(dut.w_data, v)
-            ctx.set(dut.w_en, e)
-            await ctx.tick()
-        ctx.set(dut.w_en, 0)
+        await write(ctx, dut, writes)
         ctx.set(dut.r_en, 1)
         for a in [*range(12), 0]:
             ctx.set(dut.r_addr, a)
             await ctx.tick()
             got.append(ctx.get(dut.r_data))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert got[1:] == model             # r_data after the second enabled cycle
 
 
