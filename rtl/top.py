@@ -18,10 +18,11 @@ STATUS.error and ERROR.{code, layer} report what happened.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from . import axi
+from .block_ram_fifo import BlockRamFIFO
 from .config import AcceleratorConfig
 from .control import ControlSlave
 from .dma import DMA
@@ -95,7 +96,7 @@ class ScaleNet(wiring.Component):
         m.submodules.r2b_b = r2b_b = wrap(WordsToBytes(8 * nb))
         m.submodules.b2w = b2w = wrap(BytesToWords(8 * nb))
         m.submodules.wsplit = wsplit = wrap(WordSplitter(8 * nb, 8 * cfg.cols))
-        m.submodules.a_fifo = a_fifo = wrap(fifo.SyncFIFOBuffered(width=8, depth=4 * ADD_CHUNK_WORDS * nb))
+        m.submodules.a_fifo = a_fifo = wrap(BlockRamFIFO(width=8, depth=4 * ADD_CHUNK_WORDS * nb))
 
         desc = Signal(descriptor_layout())
         for engine in (conv, pool, add):
