@@ -78,7 +78,7 @@ def run(name, factory, work: Path, freq: float) -> dict:
     t1 = time.perf_counter()
     subprocess.run([tool("nextpnr-ecp5"), "--85k", "--speed", "6", "--package", "CABGA381", "--out-of-context",
                     "--json", "m.json", "--freq", str(freq), *nextpnr_options(), "--threads", "1",
-                    "--report", "report.json", "-l", "pnr.log"], cwd=d, check=True, capture_output=True)
+                    "--report", "report.json", "--sdf", "routed.sdf", "-l", "pnr.log"], cwd=d, check=True, capture_output=True)
     t2 = time.perf_counter()
     log = (d / "pnr.log").read_text()
     # The post-placement estimate is only in the log; the routed figure comes from the JSON report.
