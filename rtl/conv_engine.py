@@ -165,7 +165,7 @@ class ConvEngine(wiring.Component):
         # buffer's rows are read only once written and overwritten only after their last read; weights,
         # bias and requantiser parameters are written before the run and only read during it; the table
         # is written during setup while the idle generator re-reads entry 0 every cycle until it starts;
-        # a partial sum read while written is replaced by the forwarded sum (``forward2``) and the drain
+        # a partial sum read while written is replaced by the forwarded sum (``forward3``) and the drain
         # reads the other bank.
         collide_x = UNDEFINED_COLLISIONS
         m.submodules.lb = lb = memory.Memory(shape=8 * C, depth=LBW, init=[], attrs=collide_x)
@@ -462,15 +462,22 @@ class ConvEngine(wiring.Component):
         p_word = Signal(range(NCO + 1))
         p_lane = Signal(range(R + 1))
         m.d.comb += self.params.ready.eq(self.busy & ~p_done)
-        pbias = self.params.payload[:32]
+        # Each parameter is written a cycle later from registers (the handshake decode in front of the
+        # bias blocks' byte enables, which share their address pins, was a 10.2 ns routed path); the
+        # weights, which follow the last parameter, take at least two more cycles before the run reads.
+        pq_bias, pq_qp = Signal(32), Signal(32)
+        pq_word, pq_cnt = Signal.like(p_word), Signal.like(p_cnt)
+        pq_lane_en, pq_en = Signal(R), Signal()
+        m.d.sync += [pq_lane_en.eq(0), pq_en.eq(0)]
         m.d.comb += [
-            bi_w.addr.eq(p_word), bi_w.data.eq(Cat(*[pbias] * R)),
-            qp_w.addr.eq(p_cnt), qp_w.data.eq(self.params.payload[32:64]),
+            bi_w.addr.eq(pq_word), bi_w.data.eq(Cat(*[pq_bias] * R)), bi_w.en.eq(pq_lane_en),
+            qp_w.addr.eq(pq_cnt), qp_w.data.eq(pq_qp), qp_w.en.eq(pq_en),
         ]
         with m.If(idle):
             m.d.sync += [p_word.eq(0), p_lane.eq(0)]
         with m.If(self.params.valid & self.params.ready):
-            m.d.comb += [bi_w.en.eq(1 << p_lane), qp_w.en.eq(1)]
+            m.d.sync += [pq_lane_en.eq(1 << p_lane), pq_en.eq(1), pq_word.eq(p_word), pq_cnt.eq(p_cnt),
+                         pq_bias.eq(self.params.payload[:32]), pq_qp.eq(self.params.payload[32:64])]
             m.d.sync += [p_cnt.eq(p_cnt + 1), p_rem.eq(p_rem - 1)]
             with m.If(p_lane == R - 1):
                 m.d.sync += [p_lane.eq(0), p_word.eq(p_word + 1)]
@@ -753,28 +760,36 @@ class ConvEngine(wiring.Component):
 
         # Accumulate at the last stage (3 + latency), where the row sums arrive. The psum and bias reads are
         # addressed two stages before and their block-RAM outputs registered (clock-to-out, then the adder,
-        # in one cycle was one of the design's long paths). The read is transparent to the write in its own
-        # cycle; the one write it cannot see -- the element just ahead writing the same address (passes a
-        # single pixel long: dense layers, one-column outputs) -- is forwarded from the last sums.
-        ta_rd, ta_pre, ta = tags[stages - 3], tags[stages - 2], tags[stages - 1]
+        # in one cycle was one of the design's long paths); the sums are written a cycle later from
+        # ``last`` (the adders straight into the 16 blocks' data pins, 5.7 ns of route, were the engine's
+        # longest paths: the loop block -> register -> adder -> block could not sit near every block).
+        # The read port is not transparent and its collisions are undefined, so the three sums a read
+        # cannot see -- those of the elements one, two and three ahead writing the same address (passes
+        # a single pixel long: dense layers, one-column outputs) -- are forwarded from ``last``,
+        # ``last2`` and ``last3`` by flags compared early and delayed to the accumulate stage.
+        ta_cmp, ta_rd, ta_pre, ta = tags[stages - 4], tags[stages - 3], tags[stages - 2], tags[stages - 1]
         m.d.comb += [ps_r.addr.eq(Cat(ta_rd.ox, ta_rd.bank)), bi_r.addr.eq(ta_rd.t)]
-        # The read port is not transparent (yosys' bypass mux after the RAM output was a long path):
-        # the write in the read's own cycle (the element two ahead) is forwarded from ``last2`` by a flag
-        # compared in that cycle and delayed to the accumulate stage.
-        ps_q, bi_q, last, last2 = Signal(32 * R), Signal(32 * R), Signal(32 * R), Signal(32 * R)
-        forward = Signal()
-        same2, forward2 = Signal(), Signal()
-        m.d.sync += [ps_q.eq(ps_r.data), bi_q.eq(bi_r.data), last2.eq(last),
-                     same2.eq(ta.valid & (ta_rd.ox == ta.ox) & (ta_rd.bank == ta.bank)), forward2.eq(same2),
-                     forward.eq(ta.valid & (ta_pre.ox == ta.ox) & (ta_pre.bank == ta.bank))]
+        ps_q, bi_q = Signal(32 * R), Signal(32 * R)
+        last, last2, last3 = Signal(32 * R), Signal(32 * R), Signal(32 * R)
+
+        def same(tag):
+            return ta.valid & (tag.ox == ta.ox) & (tag.bank == ta.bank)
+
+        forward, same2, forward2 = Signal(), Signal(), Signal()
+        same3, same3b, forward3 = Signal(), Signal(), Signal()
+        m.d.sync += [ps_q.eq(ps_r.data), bi_q.eq(bi_r.data), last2.eq(last), last3.eq(last2),
+                     forward.eq(same(ta_pre)), same2.eq(same(ta_rd)), forward2.eq(same2),
+                     same3.eq(same(ta_cmp)), same3b.eq(same3), forward3.eq(same3b)]
         acc_new = []
         for r in range(R):
             psum_r = Mux(forward, last.word_select(r, 32),
-                         Mux(forward2, last2.word_select(r, 32), ps_q.word_select(r, 32)))
+                         Mux(forward2, last2.word_select(r, 32),
+                             Mux(forward3, last3.word_select(r, 32), ps_q.word_select(r, 32))))
             base = Mux(ta.first, bi_q.word_select(r, 32), psum_r).as_signed()
             acc_new.append((base + array.y.word_select(r, sum_bits(C)).as_signed())[:32])
-        m.d.sync += last.eq(Cat(*acc_new))
-        m.d.comb += [ps_w.addr.eq(Cat(ta.ox, ta.bank)), ps_w.data.eq(Cat(*acc_new)), ps_w.en.eq(ta.valid)]
+        ps_waddr, ps_wen = Signal.like(ps_w.addr), Signal()
+        m.d.sync += [last.eq(Cat(*acc_new)), ps_waddr.eq(Cat(ta.ox, ta.bank)), ps_wen.eq(ta.valid)]
+        m.d.comb += [ps_w.addr.eq(ps_waddr), ps_w.data.eq(last), ps_w.en.eq(ps_wen)]
 
         # ------------------------------------------------------------------ drain: psums -> requantiser
         ob_busy = Signal(2)
