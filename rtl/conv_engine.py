@@ -239,10 +239,14 @@ class ConvEngine(wiring.Component):
         # The shared setup multiplier: operands and product registered, so neither the FSM's operand
         # selection nor the write-back shares a cycle with the multiply (MULT18X18D has no fabric
         # registers packed into it by Yosys; an unregistered 18x24 here limited the whole design's clock).
+        # Two registered 18x12 halves, one block each, then their sum: one 18x24 product (two blocks and
+        # the adder joining them) in a cycle was the engine's longest routed path (10.4 ns).
         mul_a = Signal(18)
         mul_b = Signal(24)
+        mul_lo, mul_hi = Signal(30), Signal(30)
         mul_p = Signal(42)
-        m.d.sync += mul_p.eq(mul_a * mul_b)
+        m.d.sync += [mul_lo.eq(mul_a * mul_b[:12]), mul_hi.eq(mul_a * mul_b[12:]),
+                     mul_p.eq(mul_lo + (mul_hi << 12))]
         # The divider's operands are registered for the same reason: the FSM's operand selection (e.g.
         # ``co_hi - 1`` behind a compare) in front of the divider's first subtract was a 17 ns path.
         div_a = Signal(18)
@@ -296,15 +300,16 @@ class ConvEngine(wiring.Component):
 
         # Each multiply/divide is one FSM state that counts its cycles in op_step (cleared on leaving), not
         # four states: with ~80 states the FSM's next-state logic was the engine's longest path.
-        op_step = Signal(2)
+        op_step = Signal(3)
 
         def mul_state(name, a, b, dst, nxt):
-            """``dst <- a * b`` in four cycles: index, operands, product, result (once per layer or tile)."""
+            """``dst <- a * b`` in five cycles: index, operands, halves, product, result (once per layer or
+            tile)."""
             idx = len(mul_src)
             mul_src.append((a, b))
             with m.State(name):
                 m.d.sync += mul_op.eq(idx)
-                with m.If(op_step == 3):
+                with m.If(op_step == 4):
                     m.d.sync += [dst.eq(mul_p), op_step.eq(0)]
                     m.next = nxt
                 with m.Else():
