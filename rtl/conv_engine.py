@@ -165,7 +165,7 @@ class ConvEngine(wiring.Component):
         # buffer's rows are read only once written and overwritten only after their last read; weights,
         # bias and requantiser parameters are written before the run and only read during it; the table
         # is written during setup while the idle generator re-reads entry 0 every cycle until it starts;
-        # a partial sum read while written is replaced by the forwarded sum (``forward3``) and the drain
+        # a partial sum read while written is replaced by a forwarded sum (``last1`` .. ``last4``) and the drain
         # reads the other bank.
         collide_x = UNDEFINED_COLLISIONS
         m.submodules.lb = lb = memory.Memory(shape=8 * C, depth=LBW, init=[], attrs=collide_x)
@@ -764,33 +764,49 @@ class ConvEngine(wiring.Component):
                      array.row_en.eq(Mux(t3.valid, t3.rows, 0))]
 
         # Accumulate at the last stage (3 + latency), where the row sums arrive. The psum and bias reads are
-        # addressed two stages before and their block-RAM outputs registered (clock-to-out, then the adder,
-        # in one cycle was one of the design's long paths); the sums are written a cycle later from
-        # ``last`` (the adders straight into the 16 blocks' data pins, 5.7 ns of route, were the engine's
-        # longest paths: the loop block -> register -> adder -> block could not sit near every block).
-        # The read port is not transparent and its collisions are undefined, so the three sums a read
-        # cannot see -- those of the elements one, two and three ahead writing the same address (passes
-        # a single pixel long: dense layers, one-column outputs) -- are forwarded from ``last``,
-        # ``last2`` and ``last3`` by flags compared early and delayed to the accumulate stage.
-        ta_cmp, ta_rd, ta_pre, ta = tags[stages - 4], tags[stages - 3], tags[stages - 2], tags[stages - 1]
+        # addressed three stages before and their block-RAM outputs registered twice (5.8 ns clock-to-out
+        # leaves ~4 ns of route: one register straight out of the blocks, one the placer can put near the
+        # adders -- with one, block -> register was the whole design's second-longest path, 11.8 ns);
+        # the sums are written a cycle later from ``last`` (the adders straight into the 16 blocks' data
+        # pins, 5.7 ns of route, were the engine's longest paths). The read port is not transparent and
+        # its collisions are undefined, so the four sums a read cannot see -- those of the elements one to
+        # four ahead writing the same address (passes a single pixel long: dense layers, one-column
+        # outputs) -- are forwarded from ``last`` .. ``last4``. Which word an element adds to (bias,
+        # psum or a forwarded sum, the nearest one first) is a select register set the cycle before.
+        n_fwd = 4
+        ta_rd, ta_pre, ta = tags[stages - 4], tags[stages - 2], tags[stages - 1]
         m.d.comb += [ps_r.addr.eq(Cat(ta_rd.ox, ta_rd.bank)), bi_r.addr.eq(ta_rd.t)]
-        ps_q, bi_q = Signal(32 * R), Signal(32 * R)
-        last, last2, last3 = Signal(32 * R), Signal(32 * R), Signal(32 * R)
+        ps_q, ps_q2, bi_q, bi_q2 = (Signal(32 * R) for _ in range(4))
+        lasts = [Signal(32 * R, name=f"last{j}") for j in range(1, n_fwd + 1)]
+        last = lasts[0]
+        m.d.sync += [ps_q.eq(ps_r.data), ps_q2.eq(ps_q), bi_q.eq(bi_r.data), bi_q2.eq(bi_q)]
+        m.d.sync += [lasts[j].eq(lasts[j - 1]) for j in range(1, n_fwd)]
 
         def same(tag):
             return ta.valid & (tag.ox == ta.ox) & (tag.bank == ta.bank)
 
-        forward, same2, forward2 = Signal(), Signal(), Signal()
-        same3, same3b, forward3 = Signal(), Signal(), Signal()
-        m.d.sync += [ps_q.eq(ps_r.data), bi_q.eq(bi_r.data), last2.eq(last), last3.eq(last2),
-                     forward.eq(same(ta_pre)), same2.eq(same(ta_rd)), forward2.eq(same2),
-                     same3.eq(same(ta_cmp)), same3b.eq(same3), forward3.eq(same3b)]
+        # near[j]: the element at ta_pre (next to accumulate) writes the address the element j + 1 ahead of
+        # it wrote. Compared when that element is at ta, delayed until the next one reaches ta_pre.
+        near = [same(ta_pre)]
+        for j in range(1, n_fwd):
+            flag = same(tags[stages - 2 - j])
+            for k in range(j - 1):
+                nxt = Signal(name=f"same{j + 1}_d{k + 1}")
+                m.d.sync += nxt.eq(flag)
+                flag = nxt
+            held = Signal(name=f"same{j + 1}")
+            m.d.sync += held.eq(flag)
+            near.append(held)
+        SRC_PSUM, SRC_BIAS = n_fwd, n_fwd + 1          # sel 0 .. n_fwd - 1: forwarded from lasts[sel]
+        sel = Signal(range(n_fwd + 2))
+        pick = SRC_PSUM
+        for j in reversed(range(n_fwd)):
+            pick = Mux(near[j], j, pick)
+        m.d.sync += sel.eq(Mux(ta_pre.first, SRC_BIAS, pick))
         acc_new = []
         for r in range(R):
-            psum_r = Mux(forward, last.word_select(r, 32),
-                         Mux(forward2, last2.word_select(r, 32),
-                             Mux(forward3, last3.word_select(r, 32), ps_q.word_select(r, 32))))
-            base = Mux(ta.first, bi_q.word_select(r, 32), psum_r).as_signed()
+            words = [lw.word_select(r, 32) for lw in lasts] + [ps_q2.word_select(r, 32), bi_q2.word_select(r, 32)]
+            base = Array(words)[sel].as_signed()
             acc_new.append((base + array.y.word_select(r, sum_bits(C)).as_signed())[:32])
         ps_waddr, ps_wen = Signal.like(ps_w.addr), Signal()
         m.d.sync += [last.eq(Cat(*acc_new)), ps_waddr.eq(Cat(ta.ox, ta.bank)), ps_wen.eq(ta.valid)]
