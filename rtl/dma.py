@@ -306,13 +306,23 @@ class DMAWriter(wiring.Component):
         ]
         aw_accepted = Signal()
         m.d.comb += aw_accepted.eq(self.aw.valid & self.aw.ready)
+        # ``starting`` (a W burst begins with this beat's load: w_zero & w_credit != 0 & w_split.fresh) is
+        # a register, computed a cycle ahead for both outcomes of ``load`` and picked by it: the credit
+        # compare in front of load, and load in front of the counters' enables, was 10.8 ns in the whole
+        # 8x8 design (w_credit -> starting -> can_load -> load -> w_remaining CE). Mid-burst ``have_burst``
+        # is ~w_zero alone, so long bursts still move one beat per cycle.
         starting = Signal()
         have_burst = Signal()
         cur_left = Signal(range(_MAX_BEATS + 1))
         can_load = Signal()
         load = Signal()
+        w_cmd_load = Signal()
+        credit_next_nz = (w_credit != 0) | aw_accepted           # without a burst starting this cycle
+        fresh_next = w_split._settle & ~w_cmd_load               # without an advance this cycle
+        m.d.sync += starting.eq(Mux(load,
+                                    ~starting & (w_left == 1) & credit_next_nz & fresh_next,
+                                    w_zero & credit_next_nz & fresh_next))
         m.d.comb += [
-            starting.eq(w_zero & (w_credit != 0) & w_split.fresh),
             have_burst.eq(~w_zero | starting),
             cur_left.eq(Mux(starting, w_split.beats, w_left)),
             can_load.eq((~w_valid | self.w.ready) & have_burst),
@@ -346,7 +356,8 @@ class DMAWriter(wiring.Component):
         with m.If(draining & (outstanding == 0)):
             m.d.sync += draining.eq(0)
 
-        with m.If(self.cmd.valid & self.cmd.ready & ~self.error):
+        m.d.comb += w_cmd_load.eq(self.cmd.valid & self.cmd.ready & ~self.error)
+        with m.If(w_cmd_load):
             aw_split.load(m, self.cmd.p.addr, self.cmd.p.length)
             w_split.load(m, self.cmd.p.addr, self.cmd.p.length)
 

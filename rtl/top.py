@@ -105,6 +105,13 @@ class ScaleNet(wiring.Component):
         # ---- read data routing --------------------------------------------------------------------
         target = Signal(range(len(_TARGETS)))
         T = {name: i for i, name in enumerate(_TARGETS)}
+        # The target also as one-hot registers, loaded with it (every assignment is a constant): the
+        # decode of ``target`` headed the read-data handshake (target -> stream valids -> the engines'
+        # ready logic -> rd.ready -> rd_skid, 10.5 ns in the 82 MHz whole design).
+        to = {name: Signal(name=f"to_{name}", init=name == "none") for name in _TARGETS}
+
+        def set_target(name):
+            return [target.eq(T[name]), *(sig.eq(n == name) for n, sig in to.items())]
         # Register slices on both DMA data streams: the handshakes from the AXI channels through the
         # adapters into the engines are otherwise single combinational chains.
         m.submodules.rd_skid = rd_skid = wrap(SkidBuffer(dma.rd_data.payload.shape()))
@@ -133,7 +140,7 @@ class ScaleNet(wiring.Component):
         # descriptor fields) must not reach the read handshake and the sequencer's beat counter.
         # READ_DATA waits until the slice is empty, so an engine has every parameter before other data.
         m.submodules.prm_skid = prm_skid = wrap(SkidBuffer(8 * nb))
-        m.d.comb += [prm_skid.i.payload.eq(rd_data), prm_skid.i.valid.eq(rd.valid & (target == T["params"])),
+        m.d.comb += [prm_skid.i.payload.eq(rd_data), prm_skid.i.valid.eq(rd.valid & to["params"]),
                      prm_skid.o.ready.eq(Mux(is_conv, conv.params.ready,
                                              Mux(is_pool, pool.params.ready, add.params.ready)))]
         for engine, sel in ((conv, is_conv), (pool, is_pool), (add, is_add)):
@@ -141,28 +148,25 @@ class ScaleNet(wiring.Component):
                          engine.params.valid.eq(prm_skid.o.valid & sel)]
         m.d.comb += [
             wsplit.i.payload.eq(rd_data),
-            wsplit.i.valid.eq(rd.valid & (target == T["weights"])),
+            wsplit.i.valid.eq(rd.valid & to["weights"]),
             r2b.i.payload.eq(rd_data),
-            r2b.i.valid.eq(rd.valid & (target == T["pixels"])),
+            r2b.i.valid.eq(rd.valid & to["pixels"]),
             r2b_b.i.payload.eq(rd_data),
-            r2b_b.i.valid.eq(rd.valid & (target == T["pixels_b"])),
+            r2b_b.i.valid.eq(rd.valid & to["pixels_b"]),
         ]
-        connect(m, wsplit.o, conv.weights)
+        # Weights through a register slice too: the conv engine's weight ready depends on its valid, so
+        # rd.valid -> conv's weight-load logic -> rd.ready -> rd_skid was one chain (10.5 ns).
+        m.submodules.wt_skid = wt_skid = wrap(SkidBuffer(len(wsplit.o.payload)))
+        connect(m, wsplit.o, wt_skid.i)
+        connect(m, wt_skid.o, conv.weights)
         desc_beat = Signal()
         sink = Signal()
-        with m.Switch(target):
-            with m.Case(T["desc"]):
-                m.d.comb += [rd.ready.eq(1), desc_beat.eq(rd.valid)]
-            with m.Case(T["params"]):
-                m.d.comb += rd.ready.eq(prm_skid.i.ready)
-            with m.Case(T["weights"]):
-                m.d.comb += rd.ready.eq(wsplit.i.ready)
-            with m.Case(T["pixels"]):
-                m.d.comb += rd.ready.eq(r2b.i.ready)
-            with m.Case(T["pixels_b"]):
-                m.d.comb += rd.ready.eq(r2b_b.i.ready)
-            with m.Default():
-                m.d.comb += rd.ready.eq(sink)
+        # rd.ready as an AND-OR of the one-hot target registers (no decode in front).
+        m.d.comb += [
+            desc_beat.eq(rd.valid & to["desc"]),
+            rd.ready.eq(to["desc"] | to["params"] & prm_skid.i.ready | to["weights"] & wsplit.i.ready |
+                        to["pixels"] & r2b.i.ready | to["pixels_b"] & r2b_b.i.ready | to["none"] & sink),
+        ]
 
         # Input bytes: conv/pool from the adapter, ADD's first input through the FIFO; byte streams in and
         # out of the engines through register slices too (the engines' ready logic compares counters with
@@ -175,6 +179,12 @@ class ScaleNet(wiring.Component):
         m.submodules.conv_skid = conv_skid = wrap(SkidBuffer(8))
         connect(m, conv.out, conv_skid.i)
         conv_out = conv_skid.o
+        # The pool engine's max-pool output is clamped combinationally against the descriptor's bounds
+        # (32-bit compares): a register slice here keeps those compares out of the engine mux in front of
+        # out_skid (desc -> compare -> mux -> out_skid was 11.8 ns, the top's longest path).
+        m.submodules.pool_skid = pool_skid = wrap(SkidBuffer(8))
+        connect(m, pool.out, pool_skid.i)
+        pool_out = pool_skid.o
         connect(m, r2b.o, px_skid.i)
         px = px_skid.o
         m.d.comb += [
@@ -194,10 +204,10 @@ class ScaleNet(wiring.Component):
         m.d.comb += [
             fpool.i.payload.eq(conv_out.payload), fpool.i.valid.eq(conv_out.valid & fuse),
             fpool.o.ready.eq(out_skid.i.ready & fuse),
-            out_skid.i.payload.eq(Mux(is_conv, conv_o[0], Mux(is_pool, pool.out.payload, add.out.payload))),
-            out_skid.i.valid.eq(Mux(is_conv, conv_o[1], Mux(is_pool, pool.out.valid, add.out.valid))),
+            out_skid.i.payload.eq(Mux(is_conv, conv_o[0], Mux(is_pool, pool_out.payload, add.out.payload))),
+            out_skid.i.valid.eq(Mux(is_conv, conv_o[1], Mux(is_pool, pool_out.valid, add.out.valid))),
             conv_out.ready.eq(Mux(fuse, fpool.i.ready, out_skid.i.ready & is_conv)),
-            pool.out.ready.eq(out_skid.i.ready & is_pool), add.out.ready.eq(out_skid.i.ready & is_add),
+            pool_out.ready.eq(out_skid.i.ready & is_pool), add.out.ready.eq(out_skid.i.ready & is_add),
         ]
         connect(m, out_skid.o, b2w.i)
         connect(m, b2w.o, wr_skid.i)
@@ -285,11 +295,14 @@ class ScaleNet(wiring.Component):
             return spans, words
 
         def issue_read(addr, words, tgt, next_state):
-            m.d.sync += [rd_addr.eq(addr), rd_words.eq(words), target.eq(tgt)]
+            m.d.sync += [rd_addr.eq(addr), rd_words.eq(words), *set_target(_TARGETS[tgt])]
             m.next = next_state
 
+        # "Something moved", registered: the handshakes it samples (rd.ready's mux, the engines' ready
+        # logic) headed the watchdog's reset (target -> ... -> watchdog LSR, 10.5 ns). One cycle late
+        # on a counter of 2**20 is nothing.
         progress = Signal()
-        m.d.comb += progress.eq(rd_beat | (dma.wr_data.valid & dma.wr_data.ready) | conv.array_active |
+        m.d.sync += progress.eq(rd_beat | (dma.wr_data.valid & dma.wr_data.ready) | conv.array_active |
                                  b2w.i.valid & b2w.i.ready | conv_out.valid & conv_out.ready)
         with m.If(~busy | progress):
             m.d.sync += watchdog.eq(0)
@@ -311,7 +324,7 @@ class ScaleNet(wiring.Component):
 
         def check_fail():
             with m.If(fail_now):
-                m.d.sync += [fail_code.eq(fail_reason), fail_soft.eq(fail_soft_now)]
+                m.d.sync += [fail_code.eq(fail_reason), fail_soft.eq(fail_soft_now), all_done.eq(0), wr_idle.eq(0)]
                 m.next = "FAIL"
 
         # ADD's read interleaving, registered every cycle in two stages (the differences, then the compare
@@ -336,6 +349,9 @@ class ScaleNet(wiring.Component):
         chk_bad_op, chk_ks, chk_gap, chk_dims, chk_dims2, chk_pool = (Signal() for _ in range(6))
         at_end, desc_ptr = Signal(), Signal(32)
         rd_all_in = Signal()
+        all_done = Signal()     # WAIT's and FAIL's exit test, registered; cleared in every other state
+        wr_idle = Signal()      # WRITE_CMD's: the DMA writer is idle, registered; likewise cleared
+        m.d.sync += [all_done.eq(0), wr_idle.eq(0)]
         # High in the START state, as a register: the engines' and adapters' start pulses fan out to many
         # resets and enables, so they come from a flip-flop rather than the state decode.
         in_start = Signal()
@@ -352,7 +368,7 @@ class ScaleNet(wiring.Component):
         has_params, has_weights = Signal(), Signal()
         with m.FSM(name="seq"):
             with m.State("IDLE"):
-                m.d.sync += target.eq(T["none"])
+                m.d.sync += set_target("none")
                 with m.If(control.soft_reset):
                     m.d.sync += [done_flag.eq(0), error_flag.eq(0), error_code.eq(0)]
                 with m.Elif(control.start):
@@ -368,7 +384,7 @@ class ScaleNet(wiring.Component):
                 check_fail()
             with m.State("NEXT_ACT"):
                 with m.If(at_end):
-                    m.d.sync += [busy.eq(0), done_flag.eq(1), target.eq(T["none"])]
+                    m.d.sync += [busy.eq(0), done_flag.eq(1), *set_target("none")]
                     m.next = "IDLE"
                 with m.Else():
                     issue_read(desc_ptr, DESCRIPTOR_BYTES // nb, T["desc"], "READ")
@@ -445,9 +461,13 @@ class ScaleNet(wiring.Component):
                 m.next = "WRITE_CMD"
                 check_fail()
             with m.State("WRITE_CMD"):
-                m.d.comb += [dma.wr_cmd.valid.eq(1), dma.wr_cmd.payload.addr.eq(out_base),
+                # The command is offered once the writer was idle a cycle ago (registered; it cannot turn
+                # busy without a command, so it is ready then): its busy (outstanding != 0 | ...) headed
+                # the state and read-command enables (10.3 ns).
+                m.d.sync += wr_idle.eq(~dma.wr_busy)
+                m.d.comb += [dma.wr_cmd.valid.eq(wr_idle), dma.wr_cmd.payload.addr.eq(out_base),
                              dma.wr_cmd.payload.length.eq(out_region.words << align)]
-                with m.If(dma.wr_cmd.ready):
+                with m.If(wr_idle):
                     with m.If(has_params):
                         issue_read(desc.param_addr, param_words, T["params"], "READ")
                     with m.Else():
@@ -477,7 +497,7 @@ class ScaleNet(wiring.Component):
                 with m.If(rd_all_in):
                     with m.Switch(target):
                         with m.Case(T["desc"]):
-                            m.d.sync += [desc.eq(desc_bits), target.eq(T["none"]),
+                            m.d.sync += [desc.eq(desc_bits), *set_target("none"),
                                          *decode(descriptor_layout()(desc_bits))]
                             m.next = "CHECK"
                         with m.Case(T["params"]):
@@ -504,17 +524,24 @@ class ScaleNet(wiring.Component):
                     m.next = "WAIT"
                 check_fail()
             with m.State("WAIT"):
-                with m.If(engine_done & ~fpool.busy & ~b2w.busy & ~dma.wr_busy):
-                    m.d.sync += [index.eq(index + 1), target.eq(T["none"])]
+                # "Everything is done", registered (one cycle late; once true it stays true here, as
+                # nothing new starts): the DMA writer's busy (outstanding != 0 | aw_nz) headed the
+                # sequencer's state, index and target enables (10.4-10.8 ns).
+                m.d.sync += all_done.eq(engine_done & ~fpool.busy & ~b2w.busy & ~dma.wr_busy)
+                with m.If(all_done):
+                    m.d.sync += [index.eq(index + 1), *set_target("none")]
                     m.next = "NEXT"
                 check_fail()
             with m.State("FAIL"):
                 m.d.comb += [eng_rst.eq(1), draining.eq(1), sink.eq(1)]
-                m.d.sync += [target.eq(T["none"]), mul_step.eq(0)]
-                with m.If(~dma.rd_busy & ~dma.wr_busy):
+                m.d.sync += [*set_target("none"), mul_step.eq(0)]
+                # The DMA is idle, registered as in WAIT (no command starts in FAIL; one accepted as FAIL
+                # was entered shows as busy by the time this is sampled).
+                m.d.sync += all_done.eq(~dma.rd_busy & ~dma.wr_busy)
+                with m.If(all_done):
                     m.d.comb += dma.error_clear.eq(1)
                     m.d.sync += [busy.eq(0), error_flag.eq(~fail_soft), error_code.eq(Mux(fail_soft, 0, fail_code)),
-                                 done_flag.eq(0), target.eq(T["none"])]
+                                 done_flag.eq(0), *set_target("none")]
                     m.next = "IDLE"
 
         return m
