@@ -55,19 +55,22 @@ class _Walk:
         self._wrap = Signal(signed(18))               # stride - 2 - in_pixel: negative at the pixel's last byte
         self._stride_m2 = Signal(signed(18))
         self._ch_m1 = Signal(signed(17))
+        # ``keep`` (past the lead, within the span and the pixel's channels) is a register too, computed
+        # with the step from the counters' zero tests: as three sign bits ANDed it was one more LUT in
+        # front of the byte handshake (b2w._lead -> keep -> out_skid.o.valid -> step -> b2w._ch CE, 10.8 ns
+        # in the whole 8x8 design).
         self.keep = Signal()
         self.word_end = Signal()
         self.done = Signal()
-        past_lead = self._lead[-1]
         m.d.comb += [
             self.done.eq(self._left[-1]),
-            self.keep.eq(past_lead & ~self._span[-1] & ~self._ch[-1]),
             self.word_end.eq(self.index[:self._lane_bits] == data_bytes - 1 if self._lane_bits else 1),
         ]
 
     def reset(self, m, region):
         """Start on ``region`` (the value being loaded into the region register this cycle)."""
         m.d.sync += [
+            self.keep.eq((region.lead == 0) & (region.span != 0) & (region.channels != 0)),
             self.index.eq(0),
             self._left.eq(region.words * self._data_bytes - 1),
             self._lead.eq(region.lead - 1),
@@ -78,9 +81,14 @@ class _Walk:
 
     def advance(self, m):
         m.d.sync += [self.index.eq(self.index + 1), self._left.eq(self._left - 1)]
+        # The sign bits after this step (a counter at 0 turns negative), for ``keep``.
+        span_neg = self._span[-1] | (self._span == 0)
+        ch_neg = Mux(self._wrap[-1], self._ch_m1[-1], self._ch[-1] | (self._ch == 0))
         with m.If(~self._lead[-1]):
-            m.d.sync += self._lead.eq(self._lead - 1)
+            m.d.sync += [self._lead.eq(self._lead - 1),
+                         self.keep.eq((self._lead == 0) & ~self._span[-1] & ~self._ch[-1])]
         with m.Else():
+            m.d.sync += self.keep.eq(~span_neg & ~ch_neg)
             with m.If(~self._span[-1]):
                 m.d.sync += self._span.eq(self._span - 1)
             with m.If(self._wrap[-1]):
