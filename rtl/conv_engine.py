@@ -258,6 +258,7 @@ class ConvEngine(wiring.Component):
         issue_done = Signal()
         reader_top = Signal(20)    # padded row index of the top of the window being read
         w_rows = Signal(16)        # input rows completely written
+        wr_pt = Signal(17)         # w_rows + pad_top, counted with it
         s_rows = Signal(16)        # output rows completely read out of the row buffer
         p_cnt = Signal(16)
         p_done = Signal()
@@ -344,8 +345,8 @@ class ConvEngine(wiring.Component):
                         idle.eq(0), ic_m2.eq(d.in_channels - 2), groups1.eq(d.groups == 1),
                         iw_m2.eq(d.in_width - 2), oh_m2.eq(d.out_height - 2), p_rem.eq(d.out_channels - 1),
                         p_cnt.eq(0), w_en.eq(0), run.eq(0), issue_done.eq(0), reader_top.eq(0),
-                        w_rows.eq(0), s_rows.eq(0), w_wr.eq(0), ld_busy.eq(0), w_ptr.eq(0), sum_cnt.eq(0),
-                        wl_blk.eq(0), wl_row.eq(0),
+                        w_rows.eq(0), wr_pt.eq(d.pad_top), s_rows.eq(0), w_wr.eq(0), ld_busy.eq(0), w_ptr.eq(0),
+                        sum_cnt.eq(0), wl_blk.eq(0), wl_row.eq(0),
                     ]
                     m.next = "NCI"
             div_state("NCI", ic_up, C, n_ci, "NCO")
@@ -514,10 +515,14 @@ class ConvEngine(wiring.Component):
         # compared in parallel and the beat picks one. reader_top and issue_done only grow, and w_en rises
         # a cycle before it matters, so their one-cycle lag only delays a ready, never raises one early.
         w_ready = Signal()
-        room = reader_top + ns
-        wr_pt = w_rows + d.pad_top
+        # Every operand is a register, so each term is one compare: ``wr_pt`` (w_rows + pad_top) counts
+        # with w_rows; ``room`` and ``room_m1`` (reader_top + ns, minus one) and ``ih_m1`` are free-running
+        # and may lag a cycle, which only delays a ready (reader_top only grows). Adders in series in
+        # front of the compares were a 10.1 ns path of the whole design.
+        room, room_m1, ih_m1 = Signal(21), Signal(signed(22)), Signal(signed(17))
+        m.d.sync += [room.eq(reader_top + ns), room_m1.eq(reader_top + ns - 1), ih_m1.eq(d.in_height - 1)]
         ok_this = (w_rows < d.in_height) & (issue_done | (wr_pt < room))
-        ok_next = (w_rows + 1 < d.in_height) & (issue_done | (wr_pt + 1 < room))
+        ok_next = (w_rows < ih_m1) & (issue_done | (wr_pt < room_m1))
         w_row_end = Signal()       # this cycle's beat completes a row
         m.d.sync += w_ready.eq(w_en & Mux(w_row_end, ok_next, ok_this))
         m.d.comb += self.pixels.ready.eq(w_ready)
@@ -540,7 +545,7 @@ class ConvEngine(wiring.Component):
                 with m.If(w_px_last):
                     m.d.comb += w_row_end.eq(1)
                     m.d.sync += [w_px.eq(0), w_px_last.eq(d.in_width == 1), w_rows.eq(w_rows + 1),
-                                 w_addr.eq(w_base_next),
+                                 wr_pt.eq(wr_pt + 1), w_addr.eq(w_base_next),
                                  w_base_next.eq(nbase)]
                 with m.Else():
                     m.d.sync += [w_px.eq(w_px + 1), w_px_last.eq(w_px == iw_m2)]
