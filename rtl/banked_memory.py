@@ -12,6 +12,12 @@ reads through it with one enable. Writes are single-cycle, with one enable per `
 read in the cycle of a write to the same address is undefined in hardware (the old word in simulation):
 synthesis is told so (:mod:`.collisions`), so no collision logic sits behind the blocks; every user
 either never reads an address while writing it or discards that word.
+
+With ``registered_write=True`` a write reaches the blocks one cycle later, from registers (the address,
+the data and each bank's decoded enables): the write enables of a deep memory fan out to blocks far apart
+(routes of 3-6 ns), so the bank decode and whatever computes the address must not share a cycle with
+that route (the pool line buffer's write enables were 11.4 ns in the whole 8x8 design). A word is then
+readable from the second cycle after its write is presented; the user must not read it earlier.
 """
 
 from amaranth.hdl import Array, Module, Mux, Signal
@@ -40,15 +46,18 @@ class BankedMemory(wiring.Component):
         Read address and the pipeline enable (the read and both register stages advance with it).
     r_data : Out(width)
         The entry read two enabled cycles before.
+
+    ``registered_write``: the write port is registered in front of the blocks (see the module docstring).
     """
 
-    def __init__(self, width, depth, bank_depth=BANK_DEPTH, *, granularity=None):
+    def __init__(self, width, depth, bank_depth=BANK_DEPTH, *, granularity=None, registered_write=False):
         if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
             raise ValueError(f"depth must be positive and bank_depth a power of two, not {depth}, {bank_depth}")
         granularity = width if granularity is None else granularity
         if granularity < 1 or width % granularity:
             raise ValueError(f"granularity ({granularity}) must divide the width ({width})")
         self.width, self.depth, self.granularity = width, depth, granularity
+        self.registered_write = registered_write
         self.bank_depth = min(bank_depth, 1 << ceil_log2(max(depth, 2)))
         self.banks = -(-depth // self.bank_depth)
         aw = ceil_log2(max(depth, 2))
@@ -61,6 +70,10 @@ class BankedMemory(wiring.Component):
         m = Module()
         lo = ceil_log2(self.bank_depth)
         outs = []
+        w_addr, w_data = self.w_addr, self.w_data
+        if self.registered_write:
+            w_addr, w_data = Signal.like(self.w_addr, name="w_addr_q"), Signal.like(self.w_data, name="w_data_q")
+            m.d.sync += [w_addr.eq(self.w_addr), w_data.eq(self.w_data)]
         for b in range(self.banks):
             mem = memory.Memory(shape=self.width, depth=min(self.bank_depth, self.depth - b * self.bank_depth),
                                 init=[], attrs=UNDEFINED_COLLISIONS)
@@ -68,8 +81,12 @@ class BankedMemory(wiring.Component):
             wp = mem.write_port(granularity=self.granularity if self.granularity < self.width else None)
             rp = mem.read_port()
             q = Signal(self.width, name=f"q{b}")
-            m.d.comb += [wp.addr.eq(self.w_addr[:lo]), wp.data.eq(self.w_data),
-                         wp.en.eq(Mux(self.w_addr[lo:] == b, self.w_en, 0) if self.banks > 1 else self.w_en),
+            w_en = Mux(self.w_addr[lo:] == b, self.w_en, 0) if self.banks > 1 else self.w_en
+            if self.registered_write:           # decoded before the register: nothing between it and WE
+                w_en_q = Signal.like(self.w_en, name=f"w_en{b}_q")
+                m.d.sync += w_en_q.eq(w_en)
+                w_en = w_en_q
+            m.d.comb += [wp.addr.eq(w_addr[:lo]), wp.data.eq(w_data), wp.en.eq(w_en),
                          rp.addr.eq(self.r_addr[:lo]), rp.en.eq(self.r_en)]
             with m.If(self.r_en):
                 m.d.sync += q.eq(rp.data)

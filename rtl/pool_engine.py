@@ -100,15 +100,26 @@ class PoolEngine(wiring.Component):
         col_w = ((cfg.max_width + 2 * cfg.max_pad + 2 * cfg.max_kernel + 2) * cfg.max_channels).bit_length() + 2
         n_params = 1 << ceil_log2(cfg.max_kernel * cfg.max_kernel)     # any 6-bit count - 1 is in range
 
-        # Deeper than one block RAM (the default is 32 blocks): read through a register per block.
-        m.submodules.lb = lb = BankedMemory(8, lb_depth)
+        # Deeper than one block RAM (the default is 32 blocks): read through a register per block. Written a
+        # cycle late from registers (address, data, each bank's decoded enable): the write address
+        # ld_base + ld_off, its bank decode and 5.7 ns of route to the blocks' write enables were 11.4 ns in
+        # the whole 8x8 design. A row is read no earlier than 3 cycles after its last byte is written (that
+        # byte's take -> ld_row -> rows_in -> RUN -> stage A), so a late write is always seen; and it lands
+        # in a slot that was free a cycle earlier already.
+        m.submodules.lb = lb = BankedMemory(8, lb_depth, registered_write=True)
         # mantissa 24 | shift 6; written in PARAMS, read only after it (:mod:`.collisions`)
         m.submodules.pm = pm = Memory(shape=30, depth=n_params, init=[], attrs=UNDEFINED_COLLISIONS)
         pm_w = pm.write_port()
         pm_r = pm.read_port()
-        m.submodules.gap = gap = Memory(shape=signed(32), depth=1 << ceil_log2(cfg.max_channels), init=[])
+        # Read-modify-write, but not transparent: the transparent port's bypass multiplexer sat between the
+        # block's 5.8 ns clock-to-out and b2_gsum / g2_acc (10.6 ns in the whole 8x8 design). Every write
+        # the accumulation's read cannot see is forwarded from registers (g_fwd1..3 below) and the output
+        # pass reads only once the last write has landed, so a word read while its address is written is
+        # never used (:mod:`.collisions`): the last write lands an edge before the output pass's first read.
+        m.submodules.gap = gap = Memory(shape=signed(32), depth=1 << ceil_log2(cfg.max_channels), init=[],
+                                        attrs=UNDEFINED_COLLISIONS)
         gap_w = gap.write_port()
-        gap_r = gap.read_port(transparent_for=(gap_w,))
+        gap_r = gap.read_port()
         m.submodules.rq = rq = Requantizer()
 
         is_max = Signal()
@@ -121,6 +132,11 @@ class PoolEngine(wiring.Component):
         # are compared with is a register, so no descriptor arithmetic (subtractions, sums, products) sits
         # on a per-cycle path.
         row_bytes = Signal(32)
+        # The setup products' operands, registered at start and multiplied in SETUP (one more cycle per
+        # layer): the descriptor's route into the multiplier block, the multiplier and its route to
+        # row_bytes were 10.75 ns in the whole 8x8 design (kernel_h * kernel_w into p_need 9.5 ns).
+        rb_w, rb_c = Signal(16), Signal(16)
+        p_kh, p_kw = Signal(4), Signal(4)
         sw_c = Signal(24)
         pl_c = Signal(24)
         n_rows = Signal(5)                  # R = kernel_h + stride_h
@@ -215,6 +231,8 @@ class PoolEngine(wiring.Component):
         # The room it frees is granted a cycle late (safe: room only shrinks by the loader's own rows):
         # keeps the ADVANCE compare off the room counter.
         top_adv_q = Signal()
+        top_lt = Signal()                    # registered top_row < iy0
+        top_fresh = Signal()                 # top_lt is up to date (set in ADVANCE, see there)
         m.d.sync += top_adv_q.eq(top_adv)
         ld_end = Signal()                    # registered ld_off == row_bytes - 1
         ld_c_last = Signal()                 # registered ld_c == in_channels - 1
@@ -237,16 +255,20 @@ class PoolEngine(wiring.Component):
         # ld_row_done (behind the pixel handshake) only selects between two compares made from registers.
         m.d.sync += [ld_room.eq(ld_room_next), room_ok.eq(Mux(ld_row_done, room_adv > 1, room_adv > 0))]
 
-        # GAP accumulation: read acc[c] when the byte is taken (transparent read), register the read data
-        # (the block RAM's clock-to-out then does not stack on the 32-bit add), write acc[c] + (x - x_zp)
-        # two cycles after the take. The only write the read can miss is the one of the byte taken in the
-        # cycle just before (in_channels == 1): that sum is forwarded from the write register.
+        # GAP accumulation: read acc[c] when the byte is taken (cycle t), register the read data (the block
+        # RAM's clock-to-out then does not stack on the 32-bit add), compute acc[c] + (x - x_zp) at t + 2 into
+        # the write register gw (the sum's carry chain then does not stack on the route to the block's data
+        # pins: 9.8 ns in the whole 8x8 design) and write it at t + 3. The read misses the writes of the bytes
+        # taken at t - 1, t - 2 and t - 3 (in_channels <= 3): those sums are forwarded from gw, gw2 and gw3
+        # by flags compared a cycle ahead (g_fwd1..3, most recent first).
         g_valid, g_first, g_c, g_val = Signal(), Signal(), Signal(16), Signal(signed(11))
         g2_valid, g2_first, g2_c, g2_val = Signal(), Signal(), Signal(16), Signal(signed(11))
         g2_acc = Signal(signed(32))
-        g2_fwd = Signal()
+        g_fwd1, g_fwd2, g_fwd3 = Signal(), Signal(), Signal()
         g_sum = Signal(signed(32))
-        g_sum_q = Signal(signed(32))         # the sum written in the previous cycle
+        gw_en, gw_c, gw_sum = Signal(), Signal(16), Signal(signed(32))        # the write of the byte at t - 1
+        gw2_en, gw2_c, gw2_sum = Signal(), Signal(16), Signal(signed(32))     # t - 2 (written last edge)
+        gw3_sum = Signal(signed(32))                                          # t - 3
         m.d.sync += [
             g_valid.eq(ld_take & is_gap_r),
             g_first.eq((ld_row == 0) & (ld_off < d.in_channels)),
@@ -254,20 +276,26 @@ class PoolEngine(wiring.Component):
             g_val.eq(as_value9(self.pixels.payload, d.in_signed) - d.x_zero_point),
             g2_valid.eq(g_valid), g2_first.eq(g_first), g2_c.eq(g_c), g2_val.eq(g_val),
             g2_acc.eq(gap_r.data),
-            g2_fwd.eq(g2_valid & (g2_c == g_c)),
-            g_sum_q.eq(g_sum),
+            # g holds the byte of t; g2, gw and gw2 those of t - 1, t - 2 and t - 3 (a cycle from stage g2).
+            g_fwd1.eq(g2_valid & (g2_c == g_c)),
+            g_fwd2.eq(gw_en & (gw_c == g_c)),
+            g_fwd3.eq(gw2_en & (gw2_c == g_c)),
+            gw_en.eq(g2_valid), gw_c.eq(g2_c), gw_sum.eq(g_sum),
+            gw2_en.eq(gw_en), gw2_c.eq(gw_c), gw2_sum.eq(gw_sum),
+            gw3_sum.eq(gw2_sum),
         ]
         m.d.comb += [
-            g_sum.eq(Mux(g2_first, 0, Mux(g2_fwd, g_sum_q, g2_acc)) + g2_val),
-            gap_w.addr.eq(g2_c),
-            gap_w.data.eq(g_sum),
-            gap_w.en.eq(g2_valid),
+            g_sum.eq(Mux(g2_first, 0,
+                         Mux(g_fwd1, gw_sum, Mux(g_fwd2, gw2_sum, Mux(g_fwd3, gw3_sum, g2_acc)))) + g2_val),
+            gap_w.addr.eq(gw_c),
+            gap_w.data.eq(gw_sum),
+            gap_w.en.eq(gw_en),
         ]
 
         # ---------------------------------------------------------------------------------------------
         # Parameter loading.
         p_count = Signal(range(n_params + 1))
-        p_need = Signal(range(16 * 16 + 1))     # registered at start: keeps the product off params.ready
+        p_need = Signal(range(16 * 16 + 1))     # registered in SETUP: keeps the product off params.ready
         p_loading = Signal()
         m.d.comb += [
             self.params.ready.eq(p_loading),
@@ -286,12 +314,16 @@ class PoolEngine(wiring.Component):
         ky = Signal(4)
         kx = Signal(4)
         iy0 = Signal(signed(18))
+        m.d.sync += top_lt.eq(top_row.as_signed() < iy0)
         need = Signal(signed(18))            # iy0 + kernel_h: the rows output row oy waits for
         iy = Signal(signed(18))
         ix0 = Signal(signed(18))
         ix = Signal(signed(18))
         ix0_c = Signal(signed(col_w))        # ix0 * C
         col = Signal(signed(col_w))          # ix * C + c
+        # ix0 * C + c, kept as a register stepped with c: col's restarts are then col_c or col_c + 1 instead
+        # of ix0_c + c + 1 (two adders into col behind the counter muxes: 10.0 ns in the whole 8x8 design).
+        col_c = Signal(signed(col_w))
         rowb = Base("row_base")
         topb = Base("top_base")
         row_base = rowb.base
@@ -463,7 +495,7 @@ class PoolEngine(wiring.Component):
                 with m.If(self.start):
                     pad = d.count_include_pad
                     m.d.sync += [
-                        row_bytes.eq(d.in_width * d.in_channels),
+                        rb_w.eq(d.in_width), rb_c.eq(d.in_channels), p_kh.eq(d.kernel_h), p_kw.eq(d.kernel_w),
                         sw_c.eq(d.stride_w * d.in_channels),
                         pl_c.eq(d.pad_left * d.in_channels),
                         *[fl_m2[name][i].eq(v) for name, w in (
@@ -485,9 +517,14 @@ class PoolEngine(wiring.Component):
                         fl_m2["ocx"][0].eq(Mux(is_gap, 1, d.out_width) - 2),
                         fl_m2["ocx"][1].eq(is_gap | (d.out_width == 1)),
                         ocy_end.eq(Mux(is_gap, 1, d.out_height)),
-                        p_need.eq(Mux(is_max, 0, Mux(is_gap, 1, d.kernel_h * d.kernel_w))),
                     ]
-                    m.next = "INIT"
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                m.d.sync += [
+                    row_bytes.eq(rb_w * rb_c),
+                    p_need.eq(Mux(is_max_r, 0, Mux(is_gap_r, 1, p_kh * p_kw))),
+                ]
+                m.next = "INIT"
             with m.State("INIT"):
                 m.d.sync += [
                     row_m2.eq(row_bytes - 2), row_one.eq(row_bytes == 1), ld_end.eq(row_bytes == 1),
@@ -508,18 +545,24 @@ class PoolEngine(wiring.Component):
             with m.State("ADVANCE"):
                 # Move the oldest needed row up to max(0, iy0) -- once the previous row's last tap has
                 # read the line buffer (stage A empty), since a freed slot may be overwritten at once.
-                with m.If(top_row.as_signed() < iy0):
+                # top_lt is the compare registered (the 18-bit compare into the enables of top_row and
+                # its slot base: 9.6 ns in the whole 8x8 design), so it is used only when fresh: after a
+                # cycle in ADVANCE without an advance (top_fresh).
+                with m.If(~top_fresh):
+                    m.d.sync += top_fresh.eq(1)
+                with m.Elif(top_lt):
                     with m.If(~a_valid):
                         m.d.comb += top_adv.eq(1)
-                        m.d.sync += [top_row.eq(top_row + 1), *topb.wrap()]
+                        m.d.sync += [top_row.eq(top_row + 1), *topb.wrap(), top_fresh.eq(0)]
                 with m.Else():
+                    m.d.sync += top_fresh.eq(0)
                     m.next = "WAIT"
             with m.State("WAIT"):
                 # rows_in is a cycle old; both terms only grow while need is fixed (WAIT follows at least
                 # one ADVANCE cycle after need changes), so a late flag is never wrongly true.
                 with m.If(rows_in):
                     m.d.sync += [
-                        iy.eq(iy0), ix.eq(ix0), col.eq(ix0_c), *rowb.copy(topb),
+                        iy.eq(iy0), ix.eq(ix0), col.eq(ix0_c), col_c.eq(ix0_c), *rowb.copy(topb),
                         *clear(ky, ky_last, "ky"), *clear(kx, kx_last, "kx"), *clear(c, c_last, "c"),
                         *clear(ox, ox_last, "ox"),
                     ]
@@ -531,7 +574,7 @@ class PoolEngine(wiring.Component):
                     with m.If(~kx_last):
                         m.d.sync += [ix.eq(ix + 1), col.eq(col + d.in_channels)]
                     with m.Else():
-                        m.d.sync += [ix.eq(ix0), col.eq(ix0_c + c)]
+                        m.d.sync += [ix.eq(ix0), col.eq(col_c)]
                         m.d.sync += step(ky, ky_last, "ky", ky_last)
                         with m.If(~ky_last):
                             m.d.sync += iy.eq(iy + 1)
@@ -541,13 +584,13 @@ class PoolEngine(wiring.Component):
                             m.d.sync += [iy.eq(iy0), *rowb.copy(topb)]
                             m.d.sync += step(c, c_last, "c", c_last)
                             with m.If(~c_last):
-                                m.d.sync += col.eq(ix0_c + c + 1)
+                                m.d.sync += [col.eq(col_c + 1), col_c.eq(col_c + 1)]
                             with m.Else():
                                 m.d.sync += step(ox, ox_last, "ox", ox_last)
                                 with m.If(~ox_last):
                                     m.d.sync += [
                                         ix0.eq(ix0 + d.stride_w), ix.eq(ix0 + d.stride_w),
-                                        ix0_c.eq(ix0_c + sw_c), col.eq(ix0_c + sw_c),
+                                        ix0_c.eq(ix0_c + sw_c), col.eq(ix0_c + sw_c), col_c.eq(ix0_c + sw_c),
                                     ]
                                 with m.Else():
                                     m.d.sync += [
@@ -566,6 +609,8 @@ class PoolEngine(wiring.Component):
                     m.d.sync += compute_done.eq(1)
                     m.next = "FINISH"
             with m.State("GAP_ACC"):
+                # The last sum (g2 at the latest in this cycle, gw in the next) is written at the latest
+                # on the next edge; GAP_OUT's first read is from stage A, an edge after that.
                 with m.If(loaded_all & ~g_valid & ~g2_valid):
                     m.d.sync += [*clear(c, c_last, "c"), gap_reading.eq(1)]
                     m.next = "GAP_OUT"

@@ -89,6 +89,39 @@ def test_byte_enables_write_only_their_bytes_in_every_bank():
     assert got[1:] == model             # r_data after the second enabled cycle
 
 
+@pytest.mark.parametrize("granularity", [None, 8])
+def test_a_registered_write_lands_a_cycle_later_in_its_own_bank_only(granularity):
+    """``registered_write``: a write presented in cycle k is in its block from edge k + 1, so a read sampled on
+    edge k + 2 sees it while one on edge k + 1 still sees the old word (simulation's collision rule)."""
+    dut = BankedMemory(16, 12, bank_depth=4, granularity=granularity, registered_write=True)
+    full = 0b11 if granularity else 1
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.r_en, 1)
+        await write(ctx, dut, [(a, 0x1000 + a, full) for a in range(12)])
+        await ctx.tick()                                    # the last write lands
+        for a, v, e in [(5, 0xABCD, full), (9, 0x1234, 0b01 if granularity else 1)]:
+            await write(ctx, dut, [(a, v, e)])              # presented in cycle k (before edge k)
+            ctx.set(dut.r_addr, a)
+            await ctx.tick()                                # edge k + 1: read, while the word is written
+            await ctx.tick()                                # edge k + 2: read again
+            got.append(ctx.get(dut.r_data))                 # the read of edge k + 1
+            await ctx.tick()
+            got.append(ctx.get(dut.r_data))                 # the read of edge k + 2
+        for a in [*range(12), 0]:
+            ctx.set(dut.r_addr, a)
+            await ctx.tick()
+            got.append(ctx.get(dut.r_data))
+
+    simulate(dut, bench)
+    new9 = 0x1034 if granularity else 0x1234
+    model = [0x1000 + a for a in range(12)]
+    model[5], model[9] = 0xABCD, new9
+    assert got[:4] == [0x1005, 0xABCD, 0x1009, new9]
+    assert got[5:] == model             # r_data after the second enabled cycle
+
+
 def test_bad_geometry_is_refused():
     with pytest.raises(ValueError, match="power of two"):
         BankedMemory(8, 100, bank_depth=12)

@@ -290,8 +290,11 @@ def test_gap(act):
 
 def test_gap_1d_and_single_channel():
     check_layers([FNode("gap", "g", ["x"], "y")], (3, 9), (Opcode.GLOBAL_AVGPOOL,), seed=5)
-    check_layers([FNode("gap", "g", ["x"], "y")], (1, 3, 4), (Opcode.GLOBAL_AVGPOOL,), seed=6, valid_gap=0.0,
-                 ready_gap=0.0)
+    # 1, 2 and 3 channels at full rate: the sum of the byte one, two or three cycles before is still being
+    # written when the next byte of its channel reads the accumulator (each forward is exercised).
+    for ch in (1, 2, 3):
+        check_layers([FNode("gap", "g", ["x"], "y")], (ch, 3, 4), (Opcode.GLOBAL_AVGPOOL,), seed=6 + ch,
+                     valid_gap=0.0, ready_gap=0.0)
 
 
 # -------------------------------------------------------------------------------------------------------
