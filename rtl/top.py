@@ -354,13 +354,16 @@ class ScaleNet(wiring.Component):
         m.d.sync += [all_done.eq(0), wr_idle.eq(0)]
         # High in the START state, as a register: the engines' and adapters' start pulses fan out to many
         # resets and enables, so they come from a flip-flop rather than the state decode.
+        # Each engine's pulse is its own register too (ANDed with the opcode flags, in_start headed the
+        # adapters' counter enables: in_start & is_add -> r2b_b._ch CE 9.9 ns).
         in_start = Signal()
-        m.d.sync += in_start.eq(0)
+        start_conv, start_pool, start_add, start_fuse = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [in_start.eq(0), start_conv.eq(0), start_pool.eq(0), start_add.eq(0), start_fuse.eq(0)]
         m.d.comb += [
-            conv.start.eq(is_conv & in_start), pool.start.eq(is_pool & in_start), add.start.eq(is_add & in_start),
-            fpool.start.eq(fuse & in_start),
+            conv.start.eq(start_conv), pool.start.eq(start_pool), add.start.eq(start_add),
+            fpool.start.eq(start_fuse),
             r2b.region.eq(in_region), r2b.start.eq(in_start),
-            r2b_b.region.eq(b_region), r2b_b.start.eq(is_add & in_start),
+            r2b_b.region.eq(b_region), r2b_b.start.eq(start_add),
             b2w.region.eq(out_region), b2w.start.eq(in_start),
         ]
         # Read lengths of the parameter and weight tables, computed in CHECK (used from WRITE_CMD on).
@@ -427,10 +430,17 @@ class ScaleNet(wiring.Component):
                     m.next = "M_POOL_ROW"
                 check_fail()
             # The fused pool's row of running maxima must fit its buffer (the last descriptor check).
+            # The verdict registered (a state later): the 32-bit compare headed fail_code's enable and the
+            # next-state logic (10.2 ns).
             pool_row = Signal(32)
-            mul_state("M_POOL_ROW", fpool.out_width, d.out_channels, pool_row, "CHECK_POOL")
+            pool_row_bad = Signal()
+            m.d.sync += pool_row_bad.eq((d.pool_after != 0) & (pool_row > fpool.row_bytes))
+            mul_state("M_POOL_ROW", fpool.out_width, d.out_channels, pool_row, "CHECK_POOL_CMP")
+            with m.State("CHECK_POOL_CMP"):
+                m.next = "CHECK_POOL"
+                check_fail()
             with m.State("CHECK_POOL"):
-                with m.If((d.pool_after != 0) & (pool_row > fpool.row_bytes)):
+                with m.If(pool_row_bad):
                     m.d.sync += fail_code.eq(ErrorCode.BAD_DESCRIPTOR)
                     m.next = "FAIL"
                 with m.Else():
@@ -452,7 +462,10 @@ class ScaleNet(wiring.Component):
                 check_fail()
             with m.State("WORDS"):
                 m.d.sync += [stmt for _, words in regions for stmt in words]
-                m.d.sync += in_start.eq(~fail_now)      # exactly when the next state is START
+                # exactly when the next state is START
+                m.d.sync += [in_start.eq(~fail_now), start_conv.eq(~fail_now & is_conv),
+                             start_pool.eq(~fail_now & is_pool), start_add.eq(~fail_now & is_add),
+                             start_fuse.eq(~fail_now & fuse)]
                 m.next = "START"
                 check_fail()
             with m.State("START"):
