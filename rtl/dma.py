@@ -370,7 +370,9 @@ class DMAWriter(wiring.Component):
                          self.error_code.eq(Mux(self.b.resp == axi.Resp.SLVERR,
                                                 ErrorCode.WRITE_SLVERR, ErrorCode.WRITE_DECERR))]
         with m.If(b_bad):
-            with m.If(outstanding - b_done + issue != 0):
+            # outstanding - b_done + issue != 0 with b_done high (so outstanding >= 1), without the
+            # subtraction: error -> issue -> that carry chain -> draining was 9.9 ns in the whole design.
+            with m.If(issue | (outstanding != 1)):
                 m.d.sync += draining.eq(1)
             aw_split.clear(m)
         return m
