@@ -311,9 +311,20 @@ class FusedMaxPool(wiring.Component):
         m.d.comb += [
             h.start.eq(self.start), h.outer.eq(1), h.lines.eq(s.width), h.groups.eq(s.height),
             v.start.eq(v_start), v.outer.eq(self.out_width), v.lines.eq(s_q.height), v.groups.eq(1),
-            self.busy.eq(h.busy | v.busy | v_start),
         ]
-        wiring.connect(m, wiring.flipped(self.i), h.i)
+        # The input goes through a register with a skid (ready is a register too): the top level's valid
+        # (its descriptor decode) ran through the horizontal stage's take into its counters' resets, 9.6 ns
+        # in the whole 8x8 design. Ready only while the horizontal stage is busy, as before.
+        i_valid, i_data, sk_valid, sk_data = Signal(), Signal(8), Signal(), Signal(8)
+        i_take = Signal()
+        m.d.comb += [self.i.ready.eq(~sk_valid & h.busy), i_take.eq(self.i.valid & self.i.ready),
+                     h.i.valid.eq(i_valid), h.i.payload.eq(i_data),
+                     self.busy.eq(h.busy | v.busy | v_start | i_valid | sk_valid)]
+        with m.If(~i_valid | h.i.ready):
+            m.d.sync += [i_valid.eq(sk_valid | i_take), i_data.eq(Mux(sk_valid, sk_data, self.i.payload)),
+                         sk_valid.eq(0)]
+        with m.Elif(i_take):
+            m.d.sync += [sk_valid.eq(1), sk_data.eq(self.i.payload)]
         wiring.connect(m, h.o, v.i)
         wiring.connect(m, v.o, wiring.flipped(self.o))
         return m
