@@ -176,6 +176,36 @@ def test_write_throughput_and_outstanding_bursts():
     assert mem.violations == []
 
 
+def test_write_bursts_take_a_beat_every_cycle():
+    """Once a burst has started, its beats go one per cycle (the writer's burst start is a register
+    computed a cycle ahead; only the first beat of each burst may wait for it)."""
+    dut = DMA()
+    mem = AXIMemory(dut.bus, size=MEM, write_latency=5)
+    payload = bytes(range(256)) * 16                  # 4 KiB at a page: two 256-beat bursts
+    taken = []
+
+    async def bench(ctx):
+        await put_command(ctx, dut.wr_cmd, 0x4000, len(payload))
+        words = [int.from_bytes(payload[i:i + 8], "little") for i in range(0, len(payload), 8)]
+        cycle = 0
+        while len(taken) < len(words):
+            ctx.set(dut.wr_data.valid, 1)
+            ctx.set(dut.wr_data.payload, words[len(taken)])
+            _, _, valid, ready = await ctx.tick().sample(dut.wr_data.valid, dut.wr_data.ready)
+            if valid and ready:
+                taken.append(cycle)
+            cycle += 1
+            assert cycle < 2000
+        ctx.set(dut.wr_data.valid, 0)
+        while ctx.get(dut.wr_busy):
+            await ctx.tick()
+    simulate(dut, mem, bench)
+    assert mem.dump(0x4000, len(payload)) == payload
+    for burst in (taken[:256], taken[256:]):
+        assert burst[-1] - burst[0] == 255
+    assert mem.violations == []
+
+
 def test_long_latency_keeps_several_reads_in_flight():
     """With short bursts (at 4 KiB edges) and a slow memory, up to 4 bursts are in flight."""
     dut = DMA()
