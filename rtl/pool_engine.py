@@ -103,9 +103,10 @@ class PoolEngine(wiring.Component):
         # Deeper than one block RAM (the default is 32 blocks): read through a register per block. Written a
         # cycle late from registers (address, data, each bank's decoded enable): the write address
         # ld_base + ld_off, its bank decode and 5.7 ns of route to the blocks' write enables were 11.4 ns in
-        # the whole 8x8 design. A row is read no earlier than 3 cycles after its last byte is written (that
-        # byte's take -> ld_row -> rows_in -> RUN -> stage A), so a late write is always seen; and it lands
-        # in a slot that was free a cycle earlier already.
+        # the whole 8x8 design. A row is read at least 3 edges after its last byte's write lands (that
+        # byte's take -> ld_row -> rows_in -> RUN -> stage A -> read; test_maxpool_reads_a_row_right_after_
+        # its_only_byte is the tightest case), so a late write is always seen; and it lands in a slot that
+        # was free a cycle earlier already.
         m.submodules.lb = lb = BankedMemory(8, lb_depth, registered_write=True)
         # mantissa 24 | shift 6; written in PARAMS, read only after it (:mod:`.collisions`)
         m.submodules.pm = pm = Memory(shape=30, depth=n_params, init=[], attrs=UNDEFINED_COLLISIONS)

@@ -255,6 +255,13 @@ def test_maxpool_no_gaps():
                  valid_gap=0.0, ready_gap=0.0)
 
 
+def test_maxpool_reads_a_row_right_after_its_only_byte():
+    """One-byte rows (1x1 kernel, one column, one channel) at full rate: a row's only byte is read as soon
+    as the interlock allows, the tightest case for the line buffer's late write (this fails if the write
+    lands four cycles later than it does)."""
+    check_layers([mp("x", "y", (1, 1), (1, 1))], (1, 9, 1), (Opcode.MAXPOOL,), valid_gap=0.0, ready_gap=0.0)
+
+
 @pytest.mark.parametrize("kernel, stride", [((2, 2), (2, 2)), ((1, 1), (3, 3))])
 def test_maxpool_long_output_stalls(kernel, stride):
     """kernel_h <= stride_h: the row a window's last tap reads shares a ring slot with a row the loader
