@@ -119,7 +119,12 @@ class AddEngine(wiring.Component):
         m.d.comb += en.eq(~self.out.valid | self.out.ready)
 
         take = Signal()
-        in_left = running & (p_count == 2) & ~in_done
+        # "Parameters in, layer running" a cycle late as one register (it only rises late, and in_done
+        # stops the inputs on time): fewer inputs in front of the handshake with the two input streams
+        # (pxb_skid -> take -> pxb_skid, 9.8 ns in the whole 8x8 design).
+        in_open = Signal()
+        m.d.sync += in_open.eq(running & (p_count == 2))
+        in_left = in_open & ~in_done
         both = self.pixels.valid & self.pixels_b.valid
         m.d.comb += [
             take.eq(en & in_left & both),

@@ -207,7 +207,9 @@ class ScaleNet(wiring.Component):
             out_skid.i.payload.eq(Mux(is_conv, conv_o[0], Mux(is_pool, pool_out.payload, add.out.payload))),
             out_skid.i.valid.eq(Mux(is_conv, conv_o[1], Mux(is_pool, pool_out.valid, add.out.valid))),
             conv_out.ready.eq(Mux(fuse, fpool.i.ready, out_skid.i.ready & is_conv)),
-            pool_out.ready.eq(out_skid.i.ready & is_pool), add.out.ready.eq(out_skid.i.ready & is_add),
+            pool_out.ready.eq(out_skid.i.ready & is_pool),
+            # (no is_add: the add engine has no output outside its layers; one input less in its enable)
+            add.out.ready.eq(out_skid.i.ready),
         ]
         connect(m, out_skid.o, b2w.i)
         connect(m, b2w.o, wr_skid.i)
