@@ -35,7 +35,8 @@ def region_producer(dut, region, items, rng):
     return producer
 
 
-CASES = [(0, 5, 8, 8), (3, 7, 3, 3), (13, 6, 5, 12), (6, 1, 2, 2), (1, 9, 1, 4)]
+CASES = [(0, 5, 8, 8), (3, 7, 3, 3), (13, 6, 5, 12), (6, 1, 2, 2), (1, 9, 1, 4),
+         (5, 10, 1, 1), (0, 1, 1, 1), (7, 3, 16, 20), (8, 4, 2, 9)]
 
 
 @pytest.mark.parametrize("addr, pixels, channels, stride", CASES)
