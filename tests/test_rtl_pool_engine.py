@@ -151,8 +151,8 @@ def run_pysim(dut, jobs, *, seed=1, valid_gap=0.3, ready_gap=0.3, max_cycles=200
             for name in stim.streams:
                 ctx.set(port(name, "valid"), 0)
             ctx.set(dut.out.ready, 1)
-            for _ in range(3):                      # nothing more comes out after done
-                result["late"] += ctx.get(dut.out.valid)
+            for _ in range(3):                      # nothing more comes out (or is taken in) after done
+                result["late"] += ctx.get(dut.out.valid) + ctx.get(dut.params.ready) + ctx.get(dut.pixels.ready)
                 await ctx.tick()
 
     sim = Simulator(dut)
@@ -202,7 +202,7 @@ def run_compiled(dut, jobs, *, seed=1, valid_gap=0.3, ready_gap=0.3, max_cycles=
 def check_run(stim, result):
     assert result["done"], f"no done after {result['cycles']} cycles ({len(stim.out)} bytes out)"
     assert not result["busy_after"]
-    assert result["late"] == 0, "output after done"
+    assert result["late"] == 0, "output (or input ready) after done"
     for name, data in stim.streams.items():
         assert stim.ptr[name] == len(data), f"{name}: consumed {stim.ptr[name]} of {len(data)}"
     return stim.out, result["cycles"]
