@@ -9,34 +9,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import sdf_paths  # noqa: E402
 
 
+def cell(kind, name, arcs, checks=""):
+    """One SDF cell: its delay arcs (``(from, to, ps)``) and any timing-check lines."""
+    lines = "".join(f"        (IOPATH {f} {t} (1:1:{ps}) (1:1:{ps}))\n" for f, t, ps in arcs)
+    timing = f"    (TIMINGCHECK\n{checks}    )\n" if checks else ""
+    return (f'  (CELL\n    (CELLTYPE "{kind}")\n    (INSTANCE {name})\n    (DELAY\n      (ABSOLUTE\n{lines}'
+            f"      )\n    )\n{timing}  )\n")
+
+
 def ff(name, clk_q, setup):
-    return f"""  (CELL
-    (CELLTYPE "TRELLIS_FF")
-    (INSTANCE {name})
-    (DELAY
-      (ABSOLUTE
-        (IOPATH CLK Q (1:2:{clk_q}) (1:2:{clk_q}))
-      )
-    )
-    (TIMINGCHECK
-      (SETUPHOLD (posedge DI) (posedge CLK) (0:0:{setup}) (0:0:0))
-    )
-  )
-"""
+    return cell("TRELLIS_FF", name, [("CLK", "Q", clk_q)],
+                f"      (SETUPHOLD (posedge DI) (posedge CLK) (0:0:{setup}) (0:0:0))\n")
 
 
 def lut(name, a_f, b_f):
-    return f"""  (CELL
-    (CELLTYPE "TRELLIS_COMB")
-    (INSTANCE {name})
-    (DELAY
-      (ABSOLUTE
-        (IOPATH A F (1:1:{a_f}) (1:1:{a_f}))
-        (IOPATH B F (1:1:{b_f}) (1:1:{b_f}))
-      )
-    )
-  )
-"""
+    return cell("TRELLIS_COMB", name, [("A", "F", a_f), ("B", "F", b_f)])
 
 
 def ic(src, dst, ps):
