@@ -231,11 +231,11 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
     return report
 
 
-PLACER_TIMING_WEIGHT = 40
+PLACER_TIMING_WEIGHT = 80
 """HeAP's timing weight (nextpnr's default 10). The accelerator's slow paths are mostly a block RAM or a
 multiplier and the one register it feeds, which the placer leaves far apart unless timing weighs more:
-the same netlist of the whole 8x8 routed 86.5 MHz at 10 and 92.4 MHz at 40 (363 and 71 endpoints over
-10 ns), and routing took less time."""
+one netlist of the whole 8x8 (e93e023) routed 86.5 MHz at 10 and 92.4 MHz at 40 (363 and 71 endpoints
+over 10 ns); the next (bdfc89c) 91.9 MHz at 40 and 94.5 MHz at 80 (97 and 28), routing faster each time."""
 
 
 def nextpnr_options(seed: int = 1) -> list:
