@@ -9,7 +9,7 @@ delay; a static timing analysis over it ranks all endpoints at once. Endpoints a
 Delays are the SDF's maximum corner, which is what nextpnr times against (the worst endpoint here
 matches the routed Fmax it reports); clock skew is ignored, as nextpnr's ECP5 global clocks do.
 
-usage: python benchmarks/sdf_paths.py routed.sdf [--period NS] [--top N] [--trace K]
+usage: python benchmarks/sdf_paths.py routed.sdf [--period NS] [--top N] [--trace K] [--endpoint PREFIX ...]
        (component_fmax.py writes routed.sdf beside each component's nextpnr log)
 """
 
@@ -132,6 +132,8 @@ def main(argv=None):
     ap.add_argument("--period", type=float, default=10.0, help="clock period in ns (default 10)")
     ap.add_argument("--top", type=int, default=30, help="register groups to list")
     ap.add_argument("--trace", type=int, default=5, help="paths to trace hop by hop")
+    ap.add_argument("--endpoint", action="append", default=[], metavar="PREFIX",
+                    help="also trace the worst endpoint whose cell name starts with PREFIX (repeatable)")
     args = ap.parse_args(argv)
     with open(args.sdf) as f:
         edges, launches, checks, celltype = parse(f.read())
@@ -155,7 +157,13 @@ def main(argv=None):
     for g, (t, node, n_over) in groups.items():
         start = trace(node, arrive, via)[0][0]
         print(f"{t / 1000:6.2f} {n_over:6d}  {g}.{node[1]}  <-  {start[0]}.{start[1]} ({celltype.get(start[0], '?')})")
-    for g, (t, node, _) in list(groups.items())[:args.trace]:
+    picked = [(g, t, node) for g, (t, node, _) in list(groups.items())[:args.trace]]
+    for prefix in args.endpoint:
+        hit = next(((t, n) for t, n in ends if n[0].startswith(prefix)), None)
+        if hit is None:
+            sys.exit(f"{args.sdf}: no timed endpoint starts with {prefix!r}")
+        picked.append((group_of(hit[1][0]), *hit))
+    for g, t, node in picked:
         print(f"\n{t / 1000:.2f} ns: {g}")
         prev, hops = 0, trace(node, arrive, via)
         for k, ((inst, pin), at) in enumerate(hops):

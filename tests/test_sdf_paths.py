@@ -5,6 +5,8 @@ register. A hand-written SDF in nextpnr's format, with the sums worked out here.
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import sdf_paths  # noqa: E402
 
@@ -63,3 +65,12 @@ def test_report_ranks_register_groups(capsys, tmp_path):
     assert out.startswith("worst endpoint 3.83 ns -> 261.1 MHz; 2 endpoints over 0.5 ns")
     rows = [ln for ln in out.splitlines() if ln.startswith("  ") and "<-" in ln and "endpoint" not in ln]
     assert len(rows) == 1 and "q_TRELLIS_FF_Q.DI" in rows[0] and " 2 " in rows[0]
+
+
+def test_an_endpoint_is_traced_by_name_and_an_unknown_one_refused(capsys, tmp_path):
+    (tmp_path / "r.sdf").write_text(SDF)
+    sdf_paths.main([str(tmp_path / "r.sdf"), "--trace", "0", "--endpoint", "q_TRELLIS_FF_Q_2"])
+    out = capsys.readouterr().out
+    assert "0.73 ns: q_TRELLIS_FF_Q" in out and "a_TRELLIS_FF_Q.Q" in out.split("0.73 ns:")[1]
+    with pytest.raises(SystemExit, match="no timed endpoint starts with 'nothing_here'"):
+        sdf_paths.main([str(tmp_path / "r.sdf"), "--endpoint", "nothing_here"])
