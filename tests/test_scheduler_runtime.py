@@ -138,6 +138,11 @@ def mixed_frames(sim):
     return {(r.network, r.name): r for r in results}
 
 
+# Out of the default suite (``slow``: run before resolving a scheduler issue, and as the benchmark
+# benchmarks/mixed_frames.py): late in session 7 this host's speed drifted faster than the side-by-side fit
+# follows, and single frames missed by 15-35 % at the session's first commit as often as at its last
+# (0-4 cases a run, different ones each time). It needs a sturdier statistic, not a wider bound.
+@pytest.mark.slow
 @pytest.mark.timed
 @pytest.mark.parametrize("name", ["digits_cnn", "lenet5"])
 @pytest.mark.parametrize("placement", ["ours", "AACC", "CCAA", "CAC"])
