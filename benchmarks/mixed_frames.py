@@ -7,11 +7,11 @@ software worker (thread CPU time), and the median frame is set against the predi
 hand-over term, side by side. Per layer: the modelled re-warm charged and the measured excess over the
 warm model.
 
-The frames are measured side by side with the fit: one frame of every placement between two rounds of the
-fit's micro-benchmarks (:func:`measure_side_by_side`). On this shared machine the load drifts by tens of
+The frames are measured side by side with the fit: a few frames of every placement between two rounds of
+the fit's micro-benchmarks (:func:`measure_side_by_side`). On this shared machine the load drifts by tens of
 percent within a minute; fitted first and measured afterwards, the two could see different machines.
 
-    python benchmarks/mixed_frames.py [--frames 7] [--placements ours,AACC,CCAA,CAC,ACAC,CACA] [--layers]
+    python benchmarks/mixed_frames.py [--rounds 7] [--per-round 3] [--placements ours,AACC,CCAA,CAC,ACAC,CACA] [--layers]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Measured:
     network: str
     name: str                  # the placement's name (``ours``, ``AACC``, a pattern)
     runtime: Runtime           # built on the in-situ cost table: ``.placement`` executed, ``.predicted``
-    layer_seconds: list        # per measured frame
+    layer_seconds: list        # per measured frame (rounds x per_round of them; one if accelerator only)
     measured_s: float          # median measured frame latency
     bare_s: float              # the prediction without the hand-over term
 
@@ -63,20 +63,26 @@ class Measured:
 
 
 def measure_side_by_side(sim, networks=("digits_cnn", "lenet5"), placements=("ours", "AACC", "CCAA", "CAC"),
-                         frames=7, rewarm_classes=None) -> tuple[CpuModel, list[Measured]]:
-    """Fit the host model (:func:`fit_host_model` with the simulator's eviction, ``frames`` rounds) and time
-    one frame of every (network, placement) before each of its rounds, on the simulated accelerator and one
-    software worker timed by thread CPU time, frames one after the other (a placement without software
-    layers: one frame, its cycles do not vary). Placements are chosen on the
+                         rounds=7, per_round=3, rewarm_classes=None) -> tuple[CpuModel, list[Measured]]:
+    """Fit the host model (:func:`fit_host_model` with the simulator's eviction, ``rounds`` rounds) and time
+    ``per_round`` frames of every (network, placement) before each of its rounds, on the simulated
+    accelerator and one software worker timed by thread CPU time, frames one after the other (a placement
+    without software layers: one frame, its cycles do not vary). Placements are chosen on the
     stored host model (``ours``: the latency-optimal schedule under the all-software deadline); the
-    predictions use the model fitted in the same minute as the frames."""
+    predictions use the model fitted in the same minute as the frames.
+
+    The median of all ``rounds x per_round`` frames is set against the model (medians over the rounds).
+    Single frames scatter by 10-25 % on this shared host; three a round instead of one cut the run-to-run
+    scatter of a placement's error by about a quarter (six runs: standard deviation 1.5-6 % against
+    2-7.5 %). Pairing each round's frames with a fit of that round alone (the median of per-round ratios)
+    scattered no less."""
     graphs = {n: zoo.build(n) for n in networks}
     stored = {n: build_cost_table(g, "host", threads=1) for n, g in graphs.items()}
     cases = [(n, p, placement(stored[n], p)) for n in networks for p in placements]
     inputs = {}
     for n, g in graphs.items():
         t = g.input
-        x = np.random.default_rng(1).integers(t.q.dtype.lo, t.q.dtype.hi + 1, (frames + 1, *t.shape))
+        x = np.random.default_rng(1).integers(t.q.dtype.lo, t.q.dtype.hi + 1, (rounds + 1, *t.shape))
         inputs[n] = x.astype(t.q.dtype.np_dtype)
     times = {(n, p): [] for n, p, _ in cases}
     frame = [0]
@@ -87,18 +93,19 @@ def measure_side_by_side(sim, networks=("digits_cnn", "lenet5"), placements=("ou
             software = "cpu" in s.placement.values()
             if not software and times[(n, p)]:
                 continue                # accelerator only: cycle counts, the same every frame
+            timed = per_round if software else 1
             # one runtime at a time: each loads its accelerator segments at the same device address
             with Runtime(s, graphs[n], sim, w, software_clock="thread") as rt:
-                # two frames: the first brings the layers to their steady state (each frame's first layer
-                # follows the previous frame's last one), the second is timed
-                res = rt.run(np.repeat(inputs[n][f:f + 1], 2, axis=0), pipeline=False)
+                # the first frame brings the layers to their steady state (each frame's first layer follows
+                # the previous frame's last one), the ``timed`` after it are timed
+                res = rt.run(np.repeat(inputs[n][f:f + 1], timed + 1, axis=0), pipeline=False)
             if keep or not software:
-                times[(n, p)].append(res.layer_seconds[1])
+                times[(n, p)] += res.layer_seconds[1:]
         frame[0] += 1
 
     with SoftwareWorkers(1) as w:
         run_frames(keep=False)          # builds the kernels' sessions
-        model = fit_host_model(w, repeats=frames, evict=accelerator_evictor(sim), rewarm_classes=rewarm_classes,
+        model = fit_host_model(w, repeats=rounds, evict=accelerator_evictor(sim), rewarm_classes=rewarm_classes,
                                each_round=run_frames)
         results = []
         for n, p, s in cases:
@@ -113,13 +120,15 @@ def measure_side_by_side(sim, networks=("digits_cnn", "lenet5"), placements=("ou
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--frames", type=int, default=7, help="measured frames (one per round of the fit)")
+    ap.add_argument("--rounds", type=int, default=7, help="rounds of the fit, each with frames of every placement")
+    ap.add_argument("--per-round", type=int, default=3, help="measured frames of each placement per round")
     ap.add_argument("--placements", default="ours,AACC,CCAA,CAC,ACAC,CACA")
     ap.add_argument("--layers", action="store_true", help="per-layer detail")
     args = ap.parse_args(argv)
     sim = open_target("sim")
     t0 = time.time()
-    model, results = measure_side_by_side(sim, placements=args.placements.split(","), frames=args.frames)
+    model, results = measure_side_by_side(sim, placements=args.placements.split(","), rounds=args.rounds,
+                                          per_round=args.per_round)
     sim.close()
     print(f"fit and frames measured side by side in {time.time() - t0:.1f} s; re-warm (us): "
           + ", ".join(f"{c} {1e6 * v:.0f}" for c, v in model.rewarm_s.items()))

@@ -125,23 +125,30 @@ def test_outputs_bit_exact_on_the_simulated_rtl(name, pattern, sim, workers):
     assert res.accel_cycles[0] > 0
 
 
+ROUNDS, PER_ROUND = 7, 3
+
+
 @pytest.fixture(scope="module")
 def mixed_frames(sim):
     """Every (network, placement) of the test below, its frames timed side by side with the fit of the host
-    CPU model (one frame of each between two rounds of the fit's micro-benchmarks, none of them a layer of
-    these networks): the shared machine's speed drifts with its load, and a model fitted a minute before
-    the frames could see another machine. Its hand-over cost — the re-warm of a kernel library's code and
-    data the simulator evicts — is measured the same way, with one small layer run on the simulator before
-    each timed layer, for the classes of the two networks."""
-    _, results = measure_side_by_side(sim, ("digits_cnn", "lenet5"), ("ours", "AACC", "CCAA", "CAC"),
-                                      rewarm_classes=("conv", "dense", "maxpool", "move"))
+    CPU model (``PER_ROUND`` frames of each between two of the fit's ``ROUNDS`` rounds of micro-benchmarks,
+    none of them a layer of these networks; the median frame is judged): the shared machine's speed drifts
+    with its load, and a model fitted a minute before the frames could see another machine. Its hand-over
+    cost — the re-warm of a kernel library's code and data the simulator evicts — is measured the same way,
+    with one small layer run on the simulator before each timed layer, for the classes of the two networks."""
+    _, results = measure_side_by_side(sim, ("digits_cnn", "lenet5"), ("ours", "AACC", "CCAA", "CAC"), ROUNDS,
+                                      PER_ROUND, rewarm_classes=("conv", "dense", "maxpool", "move"))
     return {(r.network, r.name): r for r in results}
 
 
 # Out of the default suite (``slow``: run before resolving a scheduler issue, and as the benchmark
-# benchmarks/mixed_frames.py): late in session 7 this host's speed drifted faster than the side-by-side fit
-# follows, and single frames missed by 15-35 % at the session's first commit as often as at its last
-# (0-4 cases a run, different ones each time). It needs a sturdier statistic, not a wider bound.
+# benchmarks/mixed_frames.py). What misses is the model under the host's load, not the statistic: with
+# place and route on the other core (2026-11-28) the median of 21 frames missed digits_cnn CAC by -17 to
+# -33 % in 6 runs of 7 (lenet5 AACC +8 to +16 %), as the median of 7 did (-7 to -33 %). In frames the
+# re-warm after the simulator ranges from +95 us (digits conv2, after a 14 us pool on it) to +175 us
+# (lenet5 c5, after four layers) against one fitted figure (135-160 us), and layers the model calls warm
+# take ~10 us more. It needs a quiet host or a hand-over cost that follows the simulator's work, not a
+# wider bound.
 @pytest.mark.slow
 @pytest.mark.timed
 @pytest.mark.parametrize("name", ["digits_cnn", "lenet5"])
@@ -153,7 +160,7 @@ def test_mixed_frames_match_the_prediction(name, placement, mixed_frames):
     run while the hand-over model was designed."""
     r = mixed_frames[(name, placement)]
     rt = r.runtime
-    assert len(r.layer_seconds) == 7 or set(rt.placement.values()) == {"accel"}
+    assert len(r.layer_seconds) == (1 if set(rt.placement.values()) == {"accel"} else ROUNDS * PER_ROUND)
     assert abs(r.error) <= 0.15, (rt.placement, r.predicted_s, r.measured_s, rt.predicted.rewarm_s)
     mixed = set(rt.placement.values()) == {"cpu", "accel"}
     assert bool(rt.predicted.rewarm_s) == mixed
