@@ -5,7 +5,10 @@ one output byte per cycle. The two inputs are consumed in lock-step (one byte of
 both raster HWC of the same shape, so no buffering is needed. The 16-byte parameter record arrives as two
 64-bit beats (``a_mult`` u32 | ``b_mult`` u32, then ``shift`` u8 and seven reserved bytes).
 
-Pipeline (one enable ``~out.valid | out.ready``, as in :mod:`scalenet.rtl.requant`); the ``shift``
+Pipeline: never stalls; a byte pair is taken only while the output queue at its end has room for it
+and every byte still in flight (:class:`~.credit_queue.CreditQueue`), so no enable fans out from the
+output handshake into the stages (the stall enable into the input counters was 10.2 ns in the whole
+8x8 design). The ``shift``
 and the clamp bounds are per-layer constants, so the shifter's selects, the sticky mask and the bounds
 are registers and never part of an element's path:
 
@@ -19,7 +22,7 @@ S5    ``|t|`` shifted right by the whole bytes of ``shift``
 S6    shifted on by the rest (0..7): guard and quotient (21 bits and "any above")
 S7    ``min(quotient + round-up, 2**20)``
 S8    ``y_zp +/- magnitude``
-S9    clamp to ``[max(clamp_lo, type_lo), min(clamp_hi, type_hi)]``  -- output register
+S9    clamp to ``[max(clamp_lo, type_lo), min(clamp_hi, type_hi)]``  -- into the output queue
 ====  ==============================================================
 
 The element counters (channel, x, y, for input and output) keep a registered "at the last index" flag
@@ -32,8 +35,12 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In
 
 from .config import AcceleratorConfig
+from .credit_queue import CreditQueue
 from .engine_ports import check_config, engine_members
 from .requant import SATURATION
+
+OUT_QUEUE = 12
+"""Output queue entries: a take reaches the queue 8 cycles later; 3 more keep one byte per cycle."""
 
 __all__ = ["AddEngine"]
 
@@ -115,8 +122,8 @@ class AddEngine(wiring.Component):
         in_done = Signal()                # every input byte taken
         out_done = Signal()               # every output byte accepted: done next
 
-        en = Signal()
-        m.d.comb += en.eq(~self.out.valid | self.out.ready)
+        m.submodules.out_q = out_q = CreditQueue(width=8, depth=OUT_QUEUE)
+        wiring.connect(m, wiring.flipped(self.out), out_q.out)
 
         take = Signal()
         # "Parameters in, layer running" a cycle late as one register (it only rises late, and in_done
@@ -127,9 +134,10 @@ class AddEngine(wiring.Component):
         in_left = in_open & ~in_done
         both = self.pixels.valid & self.pixels_b.valid
         m.d.comb += [
-            take.eq(en & in_left & both),
-            self.pixels.ready.eq(en & in_left & both),
-            self.pixels_b.ready.eq(en & in_left & both),
+            take.eq(out_q.ok & in_left & both),
+            out_q.issue.eq(take),
+            self.pixels.ready.eq(out_q.ok & in_left & both),
+            self.pixels_b.ready.eq(out_q.ok & in_left & both),
             self.params.ready.eq(running & (p_count != 2)),
         ]
 
@@ -209,44 +217,42 @@ class AddEngine(wiring.Component):
         # S9: np.clip(value, lo, hi) (the upper bound wins when the bounds cross): compares side by side.
         result = Mux(crossed, hi, Mux(s8_value < lo, lo, Mux(s8_value > hi, hi, s8_value)))
 
-        with m.If(en):
-            m.d.sync += [
-                valid[0].eq(take),
-                da.eq(_value9(self.pixels.payload, d.in_signed) - d.x_zero_point),
-                db.eq(_value9(self.pixels_b.payload, d.in_signed) - d.b_zero_point),
-                valid_1b.eq(valid[0]),
-                da_q.eq(da),
-                db_q.eq(db),
-                valid[1].eq(valid_1b),
-                pla.eq(da_q * a_mult_q[:17]),
-                pha.eq(da_q * a_mult_q[17:]),
-                plb.eq(db_q * b_mult_q[:17]),
-                phb.eq(db_q * b_mult_q[17:]),
-                valid[2].eq(valid[1]),
-                total.eq((pla + plb) + ((pha + phb) << 17)),
-                valid[3].eq(valid[2]),
-                s4_sign.eq(total < 0),
-                s4_mag.eq(Mux(total < 0, -total, total)),
-                s4_sticky.eq((total.as_unsigned() & below).any()),   # |t| and t agree mod 2**n
-                valid[4].eq(valid[3]),
-                s5_sign.eq(s4_sign),
-                s5_sticky.eq(s4_sticky),
-                s5_c.eq(coarse[:29]),
-                s5_c_hi.eq(coarse[29:].any()),
-                valid[5].eq(valid[4]),
-                s6_sign.eq(s5_sign),
-                s6_sticky.eq(s5_sticky),
-                s6_guard.eq(fine[0]),
-                s6_q.eq(fine[1:22]),
-                s6_q_hi.eq(fine[22:].any() | s5_c_hi),
-                valid[6].eq(valid[5]),
-                s7_sign.eq(s6_sign),
-                s7_mag.eq(Mux(saturate, SATURATION, s6_q + up)),
-                valid[7].eq(valid[6]),
-                s8_value.eq(Mux(s7_sign, d.y_zero_point - s7_mag, d.y_zero_point + s7_mag)),
-                self.out.valid.eq(valid[7]),
-                self.out.payload.eq(result[:8]),
-            ]
+        m.d.comb += [out_q.w_en.eq(valid[7]), out_q.w_data.eq(result[:8])]
+        m.d.sync += [
+            valid[0].eq(take),
+            da.eq(_value9(self.pixels.payload, d.in_signed) - d.x_zero_point),
+            db.eq(_value9(self.pixels_b.payload, d.in_signed) - d.b_zero_point),
+            valid_1b.eq(valid[0]),
+            da_q.eq(da),
+            db_q.eq(db),
+            valid[1].eq(valid_1b),
+            pla.eq(da_q * a_mult_q[:17]),
+            pha.eq(da_q * a_mult_q[17:]),
+            plb.eq(db_q * b_mult_q[:17]),
+            phb.eq(db_q * b_mult_q[17:]),
+            valid[2].eq(valid[1]),
+            total.eq((pla + plb) + ((pha + phb) << 17)),
+            valid[3].eq(valid[2]),
+            s4_sign.eq(total < 0),
+            s4_mag.eq(Mux(total < 0, -total, total)),
+            s4_sticky.eq((total.as_unsigned() & below).any()),   # |t| and t agree mod 2**n
+            valid[4].eq(valid[3]),
+            s5_sign.eq(s4_sign),
+            s5_sticky.eq(s4_sticky),
+            s5_c.eq(coarse[:29]),
+            s5_c_hi.eq(coarse[29:].any()),
+            valid[5].eq(valid[4]),
+            s6_sign.eq(s5_sign),
+            s6_sticky.eq(s5_sticky),
+            s6_guard.eq(fine[0]),
+            s6_q.eq(fine[1:22]),
+            s6_q_hi.eq(fine[22:].any() | s5_c_hi),
+            valid[6].eq(valid[5]),
+            s7_sign.eq(s6_sign),
+            s7_mag.eq(Mux(saturate, SATURATION, s6_q + up)),
+            valid[7].eq(valid[6]),
+            s8_value.eq(Mux(s7_sign, d.y_zero_point - s7_mag, d.y_zero_point + s7_mag)),
+        ]
 
         m.d.comb += [self.done.eq(0), launch.eq(0)]
         with m.FSM() as fsm:

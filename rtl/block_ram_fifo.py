@@ -6,18 +6,19 @@ logic sits behind a 5.8 ns block-RAM clock-to-out (nextpnr's ECP5 model), and it
 As the add engine's first-input FIFO it was the whole 8x8 design's critical path (75.6 MHz).
 
 Here the block's output only loads a register (``hold``); entries then pass through a small LUT-RAM FIFO
-whose ``r_data`` the consumer sees. Reads are issued against credits for that queue (the consumer's
-``r_en`` only pops it), so nothing in flight ever waits. Same-address collisions cannot be used: a read
+whose ``r_data`` the consumer sees. Reads are issued against credits for that queue
+(:class:`~.credit_queue.CreditQueue`: the consumer's ``r_en`` only pops it), so nothing in flight ever
+waits. Same-address collisions cannot be used: a read
 is issued only for an entry written in an earlier cycle, and the writer never reaches an unread entry.
 """
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .collisions import UNDEFINED_COLLISIONS
+from .credit_queue import CreditQueue
 
 __all__ = ["BlockRamFIFO"]
 
@@ -49,12 +50,11 @@ class BlockRamFIFO(wiring.Component):
                                                 attrs=UNDEFINED_COLLISIONS)
         wr = storage.write_port()
         rd = storage.read_port()
-        m.submodules.queue = queue = SyncFIFO(width=self.width, depth=OUT_QUEUE)
+        m.submodules.queue = queue = CreditQueue(width=self.width, depth=OUT_QUEUE)
 
         w_ptr, r_ptr = Signal(range(depth)), Signal(range(depth))
         stored = Signal(range(depth + 1))              # in the block, not yet issued
-        owed = Signal(range(OUT_QUEUE + 1))            # issued, not yet popped from the queue
-        write, issue, pop = Signal(), Signal(), Signal()
+        write, issue = Signal(), Signal()
         p1, p2 = Signal(), Signal()                    # an issued read: on rd.data, then in hold
         hold = Signal(self.width)
 
@@ -64,14 +64,13 @@ class BlockRamFIFO(wiring.Component):
         m.d.comb += [
             self.w_rdy.eq((stored != depth) | issue), write.eq(self.w_en & self.w_rdy),
             wr.addr.eq(w_ptr), wr.data.eq(self.w_data), wr.en.eq(write),
-            issue.eq((stored != 0) & (owed != OUT_QUEUE)),
+            issue.eq((stored != 0) & queue.ok), queue.issue.eq(issue),
             rd.addr.eq(r_ptr), rd.en.eq(issue),
             queue.w_data.eq(hold), queue.w_en.eq(p2),
-            self.r_data.eq(queue.r_data), self.r_rdy.eq(queue.r_rdy), queue.r_en.eq(self.r_en),
-            pop.eq(queue.r_rdy & self.r_en),
-            self.level.eq(stored + owed),
+            self.r_data.eq(queue.out.payload), self.r_rdy.eq(queue.out.valid), queue.out.ready.eq(self.r_en),
+            self.level.eq(stored + queue.owed),
         ]
-        m.d.sync += [stored.eq(stored + write - issue), owed.eq(owed + issue - pop), p1.eq(issue), p2.eq(p1)]
+        m.d.sync += [stored.eq(stored + write - issue), p1.eq(issue), p2.eq(p1)]
         with m.If(p1):
             m.d.sync += hold.eq(rd.data)
         with m.If(write):

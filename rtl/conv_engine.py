@@ -38,9 +38,14 @@ from .engine_ports import check_config, engine_members
 from .dot_array import X_BITS, DotArray, sum_bits
 from .banked_memory import BankedMemory
 from .collisions import UNDEFINED_COLLISIONS
+from .credit_queue import CreditQueue
 from .requant import Requantizer
 
 __all__ = ["ConvEngine", "Divider"]
+
+OUT_QUEUE = 8
+"""Output queue entries: a row-buffer read reaches the queue two cycles after its issue; 3 more (and
+some slack) keep one byte per cycle."""
 
 
 def _ceil_log2(n):
@@ -915,33 +920,33 @@ class ConvEngine(wiring.Component):
         s_left = Signal(signed(34))   # s_total - 2 - s_ptr: its sign is "this byte is the row's last"
         s_bank = Signal()
         s_clear = Signal(2)
-        en_pipe = ~self.out.valid | self.out.ready
+        m.submodules.out_q = out_q = CreditQueue(width=8, depth=OUT_QUEUE)
+        s_issue = Signal()
+        m.d.comb += [s_issue.eq(s_active & out_q.ok), out_q.issue.eq(s_issue)]
         s_last = Signal()
         m.d.comb += s_last.eq(s_left[-1])
-        m.d.comb += [obuf.r_addr.eq(Cat(s_ptr[:HB], s_bank)), obuf.r_en.eq(en_pipe)]
+        m.d.comb += [obuf.r_addr.eq(Cat(s_ptr[:HB], s_bank)), obuf.r_en.eq(1)]
         with m.If(idle):
             m.d.sync += [s_active.eq(0), s_bank.eq(0)]
         with m.Elif(~s_active & ob_ready.bit_select(s_bank, 1)):
             m.d.sync += [s_active.eq(1), s_ptr.eq(0), s_left.eq(s_tm2)]
-        # Three stages that stall together: the row buffer's two read stages (a_valid, b_valid: their
-        # outputs are valid) and ob_q, the byte on the port. The read data is registered per block and
-        # again before it leaves the engine: block-RAM clock-to-out, the depth mux and a route across the
-        # die to the next register was the whole accelerator's longest routed path (13.6 ns).
+        # The row buffer's two read stages (a_valid, b_valid: their outputs are valid) never stall: a byte
+        # is read only while the output queue has room for it and every byte in flight, so the consumer's
+        # ready reaches neither the 32 blocks' enables nor the counters (the stall enable was the way the
+        # whole accelerator's longest routed paths began).
         a_valid, b_valid = Signal(), Signal()
-        ob_q = Signal(8)
-        with m.If(en_pipe):
-            m.d.sync += [a_valid.eq(s_active), b_valid.eq(a_valid), self.out.valid.eq(b_valid),
-                         ob_q.eq(obuf.r_data)]
-            with m.If(s_active):
-                m.d.sync += [s_ptr.eq(s_ptr + 1), s_left.eq(s_left - 1)]
-                with m.If(s_last):
-                    m.d.sync += [s_active.eq(0), s_bank.eq(~s_bank), s_rows.eq(s_rows + 1)]
-                    m.d.comb += s_clear.eq(1 << s_bank)
-        m.d.comb += self.out.payload.eq(ob_q)
+        m.d.sync += [a_valid.eq(s_issue), b_valid.eq(a_valid)]
+        with m.If(s_issue):
+            m.d.sync += [s_ptr.eq(s_ptr + 1), s_left.eq(s_left - 1)]
+            with m.If(s_last):
+                m.d.sync += [s_active.eq(0), s_bank.eq(~s_bank), s_rows.eq(s_rows + 1)]
+                m.d.comb += s_clear.eq(1 << s_bank)
+        m.d.comb += [out_q.w_en.eq(b_valid), out_q.w_data.eq(obuf.r_data)]
+        wiring.connect(m, wiring.flipped(self.out), out_q.out)
         with m.If(~idle):
             m.d.sync += [ob_busy.eq((ob_busy | ob_set_busy) & ~s_clear),
                          ob_ready.eq((ob_ready | ob_set_ready) & ~s_clear)]
 
         m.d.comb += done_cond.eq(issue_done & (s_rows == d.out_height) & (w_rows == d.in_height)
-                                 & ~a_valid & ~b_valid & ~self.out.valid)
+                                 & out_q.idle)
         return m

@@ -29,8 +29,11 @@ needs clearing), then each channel is requantised with the single parameter entr
 Averages go through :class:`~scalenet.rtl.requant.Requantizer` (zero point ``y_zero_point``, clamp
 ``[clamp_lo, clamp_hi]``); a max is only clamped.
 
-Flow control: one pipeline enable ``~res.valid | res.ready`` holds the tap counters, the synchronous read
-ports and the reduction registers together, so back pressure from ``out`` never drops a tap.
+Flow control: the pipeline never stalls. The tap counters emit a tap only while the output queue
+(:class:`~.credit_queue.CreditQueue`, behind the clamp or the requantiser) has room for every window
+result still in flight, so back pressure from ``out`` stops the counters and nothing else: no enable
+fans out from the output handshake into the stages and the line buffer's 32 blocks (that enable was the
+whole 8x8 SoC's critical path, 12.56 ns).
 
 Timing (>= 100 MHz on ECP5): the tap pipeline is G (counters) -> A (registered tap: line-buffer and GAP
 reads from registered addresses) -> B (byte arrives; parameter read at the registered count - 1) -> C
@@ -49,11 +52,16 @@ from amaranth.utils import ceil_log2
 from .banked_memory import BankedMemory
 from .collisions import UNDEFINED_COLLISIONS
 from .config import AcceleratorConfig
+from .credit_queue import CreditQueue
 from .engine_ports import check_config, engine_members
 from .regmap import Opcode
 from .requant import Requantizer
 
 __all__ = ["PoolEngine"]
+
+OUT_QUEUE = 32
+"""Output queue entries: a window's last tap reaches the queue about 21 cycles after the counters (6 tap
+stages, 14 in the requantiser); a few more keep 1x1 windows at one byte per cycle."""
 
 
 def as_value9(byte, is_signed):
@@ -188,14 +196,14 @@ class PoolEngine(wiring.Component):
                 return [self.base.eq(0), self.slot.eq(0), self.last.eq(one)]
 
         # ---------------------------------------------------------------------------------------------
-        # Pipeline enable and the result register (input of the clamp or of the requantiser).
-        en = Signal()
+        # The output queue's credit (``ok``: emit a tap) and the result register (input of the clamp or
+        # of the requantiser).
+        m.submodules.out_q = out_q = CreditQueue(width=8, depth=OUT_QUEUE)
+        ok = out_q.ok
         res_valid = Signal()
         res_val = Signal(signed(32))
         res_mant = Signal(24)
         res_shift = Signal(6)
-        res_ready = Signal()
-        m.d.comb += en.eq(~res_valid | res_ready)
 
         # ---------------------------------------------------------------------------------------------
         # Loader: pixels -> line buffer (pooling) or per-channel accumulators (GAP).
@@ -359,45 +367,42 @@ class PoolEngine(wiring.Component):
         a_addr = Signal(32)
         a_c = Signal(16)
         cnt_m1 = Signal(9)                   # taps counted so far in this window, minus one (mod 512)
-        with m.If(en):
-            m.d.sync += [
-                a_valid.eq(emit),
-                a_first.eq(first | gap_out),
-                a_last.eq(last | gap_out),
-                a_ok.eq(tap_ok),
-                a_counted.eq(tap_counted),
-                a_gap.eq(gap_out),
-                a_addr.eq(lb_addr),
-                a_c.eq(c),
-            ]
-            with m.If(a_valid):
-                m.d.sync += cnt_m1.eq(Mux(a_gap, 0, Mux(a_first, 0x1FF, cnt_m1) + a_counted))
+        m.d.sync += [
+            a_valid.eq(emit),
+            a_first.eq(first | gap_out),
+            a_last.eq(last | gap_out),
+            a_ok.eq(tap_ok),
+            a_counted.eq(tap_counted),
+            a_gap.eq(gap_out),
+            a_addr.eq(lb_addr),
+            a_c.eq(c),
+        ]
+        with m.If(a_valid):
+            m.d.sync += cnt_m1.eq(Mux(a_gap, 0, Mux(a_first, 0x1FF, cnt_m1) + a_counted))
 
         # Stage B: the line-buffer blocks' outputs are registered (inside ``lb``) and the GAP accumulator
         # arrives; the parameter entry is read (from a registered address).
         b_valid, b_first, b_last, b_ok, b_gap = (Signal() for _ in range(5))
-        with m.If(en):
-            m.d.sync += [
-                b_valid.eq(a_valid), b_first.eq(a_first), b_last.eq(a_last), b_ok.eq(a_ok), b_gap.eq(a_gap),
-            ]
+        m.d.sync += [
+            b_valid.eq(a_valid), b_first.eq(a_first), b_last.eq(a_last), b_ok.eq(a_ok), b_gap.eq(a_gap),
+        ]
         m.d.comb += [
             lb.r_addr.eq(a_addr),
-            lb.r_en.eq(en),
+            lb.r_en.eq(1),
             pm_r.addr.eq(cnt_m1),
-            pm_r.en.eq(en),
+            pm_r.en.eq(1),
             gap_r.addr.eq(Mux(gap_reading, a_c, ld_c)),
-            gap_r.en.eq(Mux(gap_reading, en, 1)),
+            gap_r.en.eq(1),
         ]
 
         # Stage B2: the line-buffer byte arrives (its bank selected); the GAP sum and the parameter entry
         # are registered straight out of their memories.
         b2_valid, b2_first, b2_last, b2_ok, b2_gap = (Signal() for _ in range(5))
         b2_gsum = Signal(signed(32))
-        with m.If(en):
-            m.d.sync += [
-                b2_valid.eq(b_valid), b2_first.eq(b_first), b2_last.eq(b_last), b2_ok.eq(b_ok),
-                b2_gap.eq(b_gap), b2_gsum.eq(gap_r.data),
-            ]
+        m.d.sync += [
+            b2_valid.eq(b_valid), b2_first.eq(b_first), b2_last.eq(b_last), b2_ok.eq(b_ok),
+            b2_gap.eq(b_gap), b2_gsum.eq(gap_r.data),
+        ]
 
         # Stage C: the byte (registered off the bank select, so block-RAM clock-to-out never stacks on
         # the reduction) and the reduction.
@@ -409,11 +414,10 @@ class PoolEngine(wiring.Component):
         # At most 15 * 15 taps of |x - x_zp| <= 511 sum to < 2**17: 18 bits hold every window sum exactly
         # and keep the carry chain short.
         red_sum = Signal(signed(18))
-        with m.If(en):
-            m.d.sync += [
-                s_valid.eq(b2_valid), s_first.eq(b2_first), s_last.eq(b2_last), s_ok.eq(b2_ok),
-                s_gap.eq(b2_gap), s_byte.eq(lb.r_data), s_gsum.eq(b2_gsum), s_pm.eq(pm_r.data),
-            ]
+        m.d.sync += [
+            s_valid.eq(b2_valid), s_first.eq(b2_first), s_last.eq(b2_last), s_ok.eq(b2_ok),
+            s_gap.eq(b2_gap), s_byte.eq(lb.r_data), s_gsum.eq(b2_gsum), s_pm.eq(pm_r.data),
+        ]
         value = Signal(signed(9))
         m.d.comb += value.eq(as_value9(s_byte, d.in_signed))
         max_next = Signal(signed(10))
@@ -433,17 +437,16 @@ class PoolEngine(wiring.Component):
         d_valid, d_gap = Signal(), Signal()
         d_gsum = Signal(signed(32))
         d_mant, d_shift = Signal(24), Signal(6)
-        with m.If(en):
-            with m.If(s_valid):
-                m.d.sync += [red_max.eq(max_next), red_sum.eq(sum_next)]
-            m.d.sync += [
-                d_valid.eq(s_valid & s_last), d_gap.eq(s_gap), d_gsum.eq(s_gsum),
-                d_mant.eq(s_pm[:24]), d_shift.eq(s_pm[24:30]),
-                res_valid.eq(d_valid),
-                res_val.eq(Mux(d_gap, d_gsum, Mux(is_max_r, red_max, red_sum))),
-                res_mant.eq(d_mant),
-                res_shift.eq(d_shift),
-            ]
+        with m.If(s_valid):
+            m.d.sync += [red_max.eq(max_next), red_sum.eq(sum_next)]
+        m.d.sync += [
+            d_valid.eq(s_valid & s_last), d_gap.eq(s_gap), d_gsum.eq(s_gsum),
+            d_mant.eq(s_pm[:24]), d_shift.eq(s_pm[24:30]),
+            res_valid.eq(d_valid),
+            res_val.eq(Mux(d_gap, d_gsum, Mux(is_max_r, red_max, red_sum))),
+            res_mant.eq(d_mant),
+            res_shift.eq(d_shift),
+        ]
 
         # ---------------------------------------------------------------------------------------------
         # Output: clamp (max) or requantise (averages).
@@ -459,20 +462,14 @@ class PoolEngine(wiring.Component):
             rq.i.payload.hi.eq(hi),
             rq.i.payload.out_unsigned.eq(~d.out_signed),
         ]
-        with m.If(is_max_r):
-            m.d.comb += [
-                self.out.valid.eq(res_valid),
-                self.out.payload.eq(clamped[:8]),
-                res_ready.eq(self.out.ready),
-            ]
-        with m.Else():
-            m.d.comb += [
-                rq.i.valid.eq(res_valid),
-                res_ready.eq(rq.i.ready),
-                self.out.valid.eq(rq.o.valid),
-                self.out.payload.eq(rq.o.payload.data),
-                rq.o.ready.eq(self.out.ready),
-            ]
+        # Into the output queue, which has room for every result in flight: the requantiser never stalls.
+        m.d.comb += [
+            rq.i.valid.eq(res_valid & ~is_max_r),
+            rq.o.ready.eq(1),
+            out_q.w_en.eq(Mux(is_max_r, res_valid, rq.o.valid)),
+            out_q.w_data.eq(Mux(is_max_r, clamped[:8], rq.o.payload.data)),
+        ]
+        wiring.connect(m, wiring.flipped(self.out), out_q.out)
 
         # Output byte counters: the run ends when out_height * out_width * in_channels bytes have left.
         # Their bounds are registered at start (keeps descriptor subtractions off the output handshake).
@@ -497,8 +494,9 @@ class PoolEngine(wiring.Component):
         # the pipeline enable and the four last flags into the enables of oy, iy0, need and the column
         # registers were 9.4 ns in the whole 8x8 design.
         run_st = Signal()
-        m.d.comb += emit.eq(run_st & en)      # (GAP_OUT drives emit in the FSM below)
-        with m.If(run_st & en):
+        m.d.comb += emit.eq(run_st & ok)      # (GAP_OUT drives emit in the FSM below)
+        m.d.comb += out_q.issue.eq(emit & (last | gap_out))      # a window's last tap: one result
+        with m.If(run_st & ok):
             m.d.sync += step(kx, kx_last, "kx", kx_last)
             with m.If(~kx_last):
                 m.d.sync += [ix.eq(ix + 1), col.eq(col + d.in_channels)]
@@ -611,7 +609,7 @@ class PoolEngine(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 # The taps are stepped from run_st outside the FSM (above); here only the exit.
-                with m.If(en & kx_last & ky_last & c_last & ox_last):
+                with m.If(ok & kx_last & ky_last & c_last & ox_last):
                     with m.If(oy_last):
                         m.next = "DRAIN"
                     with m.Else():
@@ -628,8 +626,8 @@ class PoolEngine(wiring.Component):
                     m.d.sync += [*clear(c, c_last, "c"), gap_reading.eq(1)]
                     m.next = "GAP_OUT"
             with m.State("GAP_OUT"):
-                m.d.comb += [gap_out.eq(1), emit.eq(en)]
-                with m.If(en):
+                m.d.comb += [gap_out.eq(1), emit.eq(ok)]
+                with m.If(ok):
                     m.d.sync += step(c, c_last, "c", 0)
                     with m.If(c_last):
                         m.d.sync += compute_done.eq(1)

@@ -14,11 +14,11 @@ LUT-RAM FIFO, which drives the R channel); writes are registered once before the
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In
 
 from . import axi
 from .banked_memory import BankedMemory
+from .credit_queue import CreditQueue
 
 __all__ = ["AxiSram"]
 
@@ -55,17 +55,16 @@ class AxiSram(wiring.Component):
 
         # ---- reads ----------------------------------------------------------------------------------
         # issue -> (2 cycles: block, bank register + select) -> FIFO -> R channel. A beat is issued only
-        # while fewer than READ_QUEUE beats are issued and not yet popped, so the FIFO never overflows
-        # and nothing in flight ever waits.
+        # while fewer than READ_QUEUE beats are issued and not yet popped (:class:`~.credit_queue.
+        # CreditQueue`), so the FIFO never overflows and nothing in flight ever waits.
         beat = data.StructLayout({"data": 8 * nb, "last": 1, "err": 1, "id": idw})
-        m.submodules.rq = rq = SyncFIFO(width=beat.size, depth=READ_QUEUE)
+        m.submodules.rq = rq = CreditQueue(width=beat.size, depth=READ_QUEUE)
         raddr = Signal(len(bus.ar.addr))
         left_1 = Signal()                       # the burst's last beat is the next one issued
         left = Signal(9)
         rerr = Signal()
         rid = Signal(idw)
-        owed = Signal(range(READ_QUEUE + 1))   # issued, not yet popped
-        issue, pop = Signal(), Signal()
+        issue = Signal()
         p1 = Signal(data.StructLayout({"valid": 1, "last": 1, "err": 1, "id": idw}))
         p2 = Signal.like(p1)
         m.d.sync += [p1.valid.eq(issue), p1.last.eq(left_1), p1.err.eq(rerr), p1.id.eq(rid), p2.eq(p1)]
@@ -78,14 +77,12 @@ class AxiSram(wiring.Component):
         ]
         r_beat = Signal(beat)
         m.d.comb += [
-            r_beat.eq(rq.r_data),
-            pop.eq(rq.r_rdy & bus.r.ready), rq.r_en.eq(bus.r.ready),
-            bus.r.valid.eq(rq.r_rdy), bus.r.data.eq(r_beat.data), bus.r.last.eq(r_beat.last),
+            r_beat.eq(rq.out.payload), rq.out.ready.eq(bus.r.ready), rq.issue.eq(issue),
+            bus.r.valid.eq(rq.out.valid), bus.r.data.eq(r_beat.data), bus.r.last.eq(r_beat.last),
             bus.r.resp.eq(Mux(r_beat.err, axi.Resp.DECERR, axi.Resp.OKAY)),
         ]
         if has_id:
             m.d.comb += bus.r.id.eq(r_beat.id)
-        m.d.sync += owed.eq(owed + issue - pop)
         with m.FSM(name="read"):
             with m.State("IDLE"):
                 m.d.comb += bus.ar.ready.eq(1)
@@ -96,7 +93,7 @@ class AxiSram(wiring.Component):
                         m.d.sync += rid.eq(bus.ar.id)
                     m.next = "BEATS"
             with m.State("BEATS"):
-                m.d.comb += issue.eq(owed < READ_QUEUE)
+                m.d.comb += issue.eq(rq.ok)
                 with m.If(issue):
                     m.d.sync += [raddr.eq(raddr + 1), left.eq(left - 1), left_1.eq(left == 1)]
                     with m.If(left_1):
