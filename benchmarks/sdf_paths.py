@@ -10,7 +10,7 @@ Delays are the SDF's maximum corner, which is what nextpnr times against (the wo
 matches the routed Fmax it reports); clock skew is ignored, as nextpnr's ECP5 global clocks do.
 
 usage: python benchmarks/sdf_paths.py routed.sdf [--period NS] [--top N] [--trace K] [--endpoint PREFIX ...]
-       (component_fmax.py writes routed.sdf beside each component's nextpnr log)
+       (component_fmax.py writes routed.sdf beside each component's nextpnr log, a board build top.sdf)
 """
 
 from __future__ import annotations
@@ -126,6 +126,16 @@ def group_of(inst: str) -> str:
     return _BIT_SUFFIX.sub(r"\1", inst)
 
 
+def endpoints(text: str):
+    """Every timed endpoint as (arrival + setup in ps, (instance, pin)), worst first; with the arrivals
+    and their predecessors (for :func:`trace`) and the cell types."""
+    edges, launches, checks, celltype = parse(text)
+    arrive, via = arrivals(edges, launches)
+    ends = sorted(((arrive[n] + setup, n) for n, setup in checks.items() if arrive.get(n) is not None),
+                  reverse=True)
+    return ends, arrive, via, celltype
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sdf")
@@ -136,10 +146,7 @@ def main(argv=None):
                     help="also trace the worst endpoint whose cell name starts with PREFIX (repeatable)")
     args = ap.parse_args(argv)
     with open(args.sdf) as f:
-        edges, launches, checks, celltype = parse(f.read())
-    arrive, via = arrivals(edges, launches)
-    ends = sorted(((arrive[n] + setup, n) for n, setup in checks.items() if arrive.get(n) is not None),
-                  reverse=True)
+        ends, arrive, via, celltype = endpoints(f.read())
     if not ends:
         sys.exit(f"{args.sdf}: no setup checks (is it nextpnr's SDF?)")
     worst = ends[0][0]

@@ -258,7 +258,7 @@ def _ecp5_flow(board, plan, out, timings, say, seed):
     _run("pnr", [tool("nextpnr-ecp5"), "--log", f"{NAME}.tim", dev_opt, "--package", package,
                  "--speed", str(cls.speed), "--json", f"{NAME}.json", "--lpf", f"{NAME}.lpf",
                  "--textcfg", f"{NAME}.config", *nextpnr_options(seed),
-                 "--report", f"{NAME}_pnr.json"], out, f"{NAME}.tim", timings)
+                 "--report", f"{NAME}_pnr.json", "--sdf", f"{NAME}.sdf"], out, f"{NAME}.tim", timings)
     pnr = parse_nextpnr_report(json.loads((out / f"{NAME}_pnr.json").read_text()))
     say("bitstream (ecppack)")
     pack_opts = ["--compress"]
@@ -281,6 +281,7 @@ def _ecp5_flow(board, plan, out, timings, say, seed):
         "resources": resources, "cells": cells, "nextpnr_utilization": pnr["utilization"],
         "fmax": clocks, "timing_met": met, "critical_paths": pnr["critical_paths"],
         "bitstream": str(out / f"{NAME}.bit"), "svf": str(out / f"{NAME}.svf"),
+        "sdf": str(out / f"{NAME}.sdf"),        # routed delays: benchmarks/sdf_paths.py ranks every slow path
     }
 
 

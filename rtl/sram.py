@@ -49,9 +49,11 @@ class AxiSram(wiring.Component):
         has_id = bus.signature.id_width > 0
         m.submodules.mem = mem = BankedMemory(8 * nb, depth, granularity=8)
 
-        def beyond(addr, length):
-            first = addr[log2:]
-            return first + length >= depth       # length is beats - 1
+        def beyond(first, length):
+            return first + length >= depth       # first word, length is beats - 1
+
+        # An address is checked a cycle after it is accepted (state CHECK), from registers: the add and
+        # compare behind the arbiter's grant multiplexer were the tiny SoC's longest path (11.7 ns).
 
         # ---- reads ----------------------------------------------------------------------------------
         # issue -> (2 cycles: block, bank register + select) -> FIFO -> R channel. A beat is issued only
@@ -87,11 +89,13 @@ class AxiSram(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += bus.ar.ready.eq(1)
                 with m.If(bus.ar.valid):
-                    m.d.sync += [raddr.eq(bus.ar.addr[log2:]), left.eq(bus.ar.len), left_1.eq(bus.ar.len == 0),
-                                 rerr.eq(beyond(bus.ar.addr, bus.ar.len))]
+                    m.d.sync += [raddr.eq(bus.ar.addr[log2:]), left.eq(bus.ar.len), left_1.eq(bus.ar.len == 0)]
                     if has_id:
                         m.d.sync += rid.eq(bus.ar.id)
-                    m.next = "BEATS"
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += rerr.eq(beyond(raddr, left))
+                m.next = "BEATS"
             with m.State("BEATS"):
                 m.d.comb += issue.eq(rq.ok)
                 with m.If(issue):
@@ -104,6 +108,7 @@ class AxiSram(wiring.Component):
         # write, so a read issued after it sees the data).
         waddr = Signal(len(bus.aw.addr))
         werr = Signal()
+        wlen = Signal(len(bus.aw.len))
         wid = Signal(idw)
         wq_addr, wq_data, wq_en = Signal(len(mem.w_addr)), Signal(8 * nb), Signal(nb)
         m.d.sync += wq_en.eq(0)
@@ -115,10 +120,13 @@ class AxiSram(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += bus.aw.ready.eq(1)
                 with m.If(bus.aw.valid):
-                    m.d.sync += [waddr.eq(bus.aw.addr[log2:]), werr.eq(beyond(bus.aw.addr, bus.aw.len))]
+                    m.d.sync += [waddr.eq(bus.aw.addr[log2:]), wlen.eq(bus.aw.len)]
                     if has_id:
                         m.d.sync += wid.eq(bus.aw.id)
-                    m.next = "DATA"
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += werr.eq(beyond(waddr, wlen))
+                m.next = "DATA"
             with m.State("DATA"):
                 m.d.comb += bus.w.ready.eq(1)
                 with m.If(bus.w.valid):

@@ -14,6 +14,7 @@ from scalenet.boards.targets import get_board
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import board_table  # noqa: E402
 import ci_bitstream  # noqa: E402
+import sdf_paths  # noqa: E402
 from ci_bitstream import TINY  # noqa: E402
 
 
@@ -37,6 +38,9 @@ def check_ecp5_report(r, out: Path, config, board_name):
     # One constrained clock: the PLL output at the target.
     (clk, fmax), = [(k, v) for k, v in r["fmax"].items() if abs(v["target_mhz"] - r["pll_mhz"]) < 0.5]
     assert fmax["achieved_mhz"] > 0
+    # The routed SDF holds every path: its worst endpoint is the Fmax nextpnr reports.
+    worst_ps = sdf_paths.endpoints(Path(r["sdf"]).read_text())[0][0][0]
+    assert abs(1e6 / worst_ps - fmax["achieved_mhz"]) < 0.1, (worst_ps, fmax)
     assert r["timing_met"] == all(v["achieved_mhz"] >= v["target_mhz"] for v in r["fmax"].values())
     assert all(r["step_seconds"][s] > 0 for s in ("elaborate", "synth", "pnr", "pack"))
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(r))
