@@ -30,7 +30,7 @@ from scalenet.rtl.collisions import undefined_collisions
 from scalenet.rtl.config import AcceleratorConfig
 
 from .estimate import ResourceError, check_fit, estimate_rtlil
-from .targets import Board, get_board
+from .targets import Board, BoardError, get_board
 
 __all__ = ["BuildError", "build", "parse_yosys_stat", "parse_nextpnr_report", "add_dfu_suffix",
            "DEFAULT_FREQ_MHZ", "tool", "nextpnr_options"]
@@ -142,6 +142,9 @@ def _prepare(board, config, freq_mhz, mem_bytes, baud, soc_factory, overrides):
     return top, plan, estimate_rtlil(text, board.family)
 
 
+PE_MULTIPLIERS = ("dsp", "lut")
+
+
 def _rtlil_module(short):
     return f"{NAME}.{short}" if short else NAME
 
@@ -160,15 +163,22 @@ def _choose_mem_bytes(board, est, mem_bytes):
 
 def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz: float | None = None,
           out_dir: str | os.PathLike = "build", mem_bytes: int | None = None, baud: int | None = None,
-          soc_factory=None, log=None, seed: int = 1) -> dict:
+          soc_factory=None, log=None, seed: int = 1, pe_multipliers: str = "dsp") -> dict:
     """Build ``board_name`` with ``config``; returns the report (also written to ``out_dir/report.json``).
 
     ``mem_bytes`` (the on-chip SRAM) defaults to the largest power of two the free block RAM holds.
+    ``pe_multipliers="lut"`` (ECP5): the PE array's products as Booth-encoded LUT logic (Yosys ``booth``)
+    instead of MULT18X18D -- a DSP site is wherever the DSP rows are, and in the 8x8 SoC the routes into and
+    out of the PE multipliers were its slowest paths (12.7 ns: 4.6 ns in, 3.6 ns out).
     Raises :class:`~scalenet.boards.estimate.ResourceError` before synthesis when the design cannot fit,
     :class:`BuildError` when a tool fails.
     """
     from .top import DEFAULT_BAUD
     board = get_board(board_name)
+    if pe_multipliers not in PE_MULTIPLIERS:
+        raise BoardError(f"pe_multipliers must be one of {', '.join(PE_MULTIPLIERS)}, not {pe_multipliers!r}")
+    if pe_multipliers == "lut" and board.family != "ecp5":
+        raise BoardError(f"--pe-multipliers lut is an ECP5 option (Yosys booth); {board.name} is {board.family}")
     config = config or AcceleratorConfig()
     freq_mhz = float(freq_mhz or DEFAULT_FREQ_MHZ)
     baud = baud or DEFAULT_BAUD
@@ -198,6 +208,13 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
             size = best
             top, plan, est = _prepare(board, config, freq_mhz, size, baud, soc_factory, overrides)
     timings["elaborate"] = round(time.perf_counter() - t0, 2)
+    after_read = []
+    booth = []
+    if pe_multipliers == "lut":
+        booth = [m for m in est.dsp_breakdown() if m == "array" or m.endswith(".array")]
+        est = est.with_soft_multipliers(booth)
+        after_read += [f"proc {_rtlil_module(m)}\nbooth {_rtlil_module(m)}" for m in booth]
+        say(f"multipliers of {', '.join(booth)} as Booth-encoded LUT logic")
     soft = []
     if board.family == "ecp5" and est.dsps > board.dev.dsps:
         # Short of multipliers (the 25F parts): the once-per-layer address arithmetic goes to LUTs.
@@ -206,10 +223,11 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
             soft = candidates
             est = est.with_soft_multipliers(soft)
             say(f"multipliers of {', '.join(soft)} mapped to LUTs to fit {board.dev.dsps} MULT18X18D")
-            ys = plan.files[f"{NAME}.ys"]
-            cmds = "\n".join(f"techmap -map +/techmap.v {_rtlil_module(m)}/t:$mul" for m in soft)
-            assert "# (script_after_read placeholder)" in ys
-            plan.files[f"{NAME}.ys"] = ys.replace("# (script_after_read placeholder)", cmds)
+            after_read += [f"techmap -map +/techmap.v {_rtlil_module(m)}/t:$mul" for m in soft]
+    if after_read:
+        ys = plan.files[f"{NAME}.ys"]
+        assert "# (script_after_read placeholder)" in ys
+        plan.files[f"{NAME}.ys"] = ys.replace("# (script_after_read placeholder)", "\n".join(after_read))
     check_fit(est, board.dev, what=f"{config.rows}x{config.cols} with {size // 1024} KiB SRAM on {board.name}")
 
     plan.extract(out)
@@ -218,7 +236,7 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
         "array": f"{config.rows}x{config.cols}", "config": _config_dict(config),
         "mem_bytes": size, "baud": baud,
         "target_mhz": freq_mhz, "pll_mhz": round(top.pll.f_out_mhz, 4),
-        "estimate": est.as_dict(), "soft_multipliers": soft, "program": board.program, "notes": board.notes,
+        "estimate": est.as_dict(), "soft_multipliers": soft, "booth_multipliers": booth, "program": board.program, "notes": board.notes,
     }
     if board.family == "ecp5":
         report.update(_ecp5_flow(board, plan, out, timings, say, seed))

@@ -33,6 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-channels", type=int, default=None, help="most channels of a layer (default 1024)")
     p.add_argument("--line-buffer-kb", type=int, default=None, help="line buffer KiB (default 64)")
     p.add_argument("--weight-buffer-kb", type=int, default=None, help="weight buffer KiB (default 64)")
+    p.add_argument("--pe-multipliers", choices=("dsp", "lut"), default="dsp",
+                   help="PE array products in MULT18X18D (default) or Booth-encoded LUT logic (ECP5)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -68,7 +70,8 @@ def cmd_build(args) -> int:
     out = args.out or f"build/{board.name}-{config.rows}x{config.cols}"
     mem = None if args.mem_kb is None else args.mem_kb * 1024
     log = None if args.json else (lambda msg: print(f"[build] {msg}", file=sys.stderr, flush=True))
-    report = build(board.name, config, freq_mhz=args.freq_mhz, out_dir=out, mem_bytes=mem, log=log)
+    report = build(board.name, config, freq_mhz=args.freq_mhz, out_dir=out, mem_bytes=mem, log=log,
+                   pe_multipliers=args.pe_multipliers)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -160,3 +160,41 @@ def test_default_sram_is_the_largest_that_fits_beside_the_8x8(name):
     _, _, double = _prepare(board, AcceleratorConfig(), 100.0, 2 * size, DEFAULT_BAUD, None, {})
     with pytest.raises(ResourceError, match="block RAMs needed"):
         check_fit(double, board.dev, what=f"8x8 on {name}")
+
+
+def test_pe_multipliers_option_is_checked_before_elaboration(tmp_path):
+    """An unknown choice, or LUT multipliers on a Xilinx board (Yosys ``booth`` is the ECP5 flow's), is a
+    one-line error; nothing is written."""
+    r = _cli("build", "--board", "ulx3s-85f", "--pe-multipliers", "abacus", "--out", str(tmp_path / "a"))
+    assert r.returncode == 2 and "invalid choice: 'abacus'" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("build", "--board", "arty-a7-100", "--pe-multipliers", "lut", "--out", str(tmp_path / "b"))
+    assert r.returncode == 2 and "ECP5 option" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_booth_maps_the_pe_product_to_logic_equal_to_the_multiplier(tmp_path):
+    """``--pe-multipliers lut`` runs Yosys ``booth`` on the PE array: proved equal (SAT over every input)
+    to the array's own product, a 9-bit signed lane times an 8-bit signed weight, with no ``$mul`` left."""
+    from amaranth.hdl import Module, signed
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from scalenet.boards.build import tool
+    from scalenet.rtl.dot_array import PRODUCT_BITS, X_BITS
+
+    class Product(wiring.Component):
+        a: In(signed(X_BITS))
+        b: In(signed(8))
+        o: Out(signed(PRODUCT_BITS))
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.comb += self.o.eq(self.a * self.b)
+            return m
+
+    (tmp_path / "m.il").write_text(rtlil.convert(Product(), name="dut"))
+    script = ("read_rtlil m.il; proc; copy dut gold; rename dut gate; booth gate; "
+              "select -assert-count 0 gate/t:$mul; select -assert-min 1 gold/t:$mul; "
+              "miter -equiv -flatten -make_assert gold gate miter; sat -verify -prove-asserts miter")
+    r = subprocess.run([tool("yosys"), "-q", "-p", script], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
