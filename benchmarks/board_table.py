@@ -23,16 +23,16 @@ from scalenet.rtl.config import AcceleratorConfig
 
 SMALL = dict(max_width=64, max_channels=256, line_buffer_bytes=8192, weight_buffer_bytes=8192)
 ROWS = [
-    # (board, array, config overrides, target MHz)
-    ("ulx3s-25f", "4x4", SMALL, 100),
-    ("ulx3s-85f", "4x4", SMALL, 100),
-    ("ulx3s-85f", "8x8", {}, 100),
-    ("orangecrab-25f", "4x4", SMALL, 100),
-    ("orangecrab-85f", "8x8", {}, 100),
-    ("ecpix5-85f", "8x8", {}, 100),
-    ("arty-a7-35", "8x8", {}, 100),
-    ("arty-a7-100", "8x8", {}, 100),
-    ("arty-z7-20", "8x8", {}, 100),
+    # (board, array, config overrides, target MHz, build options: nextpnr seed, PE multipliers)
+    ("ulx3s-25f", "4x4", SMALL, 100, {}),
+    ("ulx3s-85f", "4x4", SMALL, 100, {}),
+    ("ulx3s-85f", "8x8", {}, 100, {}),
+    ("orangecrab-25f", "4x4", SMALL, 100, {}),
+    ("orangecrab-85f", "8x8", {}, 100, {}),
+    ("ecpix5-85f", "8x8", {}, 100, {}),
+    ("arty-a7-35", "8x8", {}, 100, {}),
+    ("arty-a7-100", "8x8", {}, 100, {}),
+    ("arty-z7-20", "8x8", {}, 100, {}),
 ]
 BEGIN, END = "<!-- board-table:begin -->", "<!-- board-table:end -->"
 
@@ -42,7 +42,7 @@ def config_for(array, overrides):
     return AcceleratorConfig(rows=rows, cols=cols, **overrides)
 
 
-def run_row(board, array, overrides, mhz, work: Path, reuse: bool):
+def run_row(board, array, overrides, mhz, options, work: Path, reuse: bool):
     out = work / f"{board}-{array}"
     if reuse and (out / "report.json").exists():
         return json.loads((out / "report.json").read_text())
@@ -50,7 +50,7 @@ def run_row(board, array, overrides, mhz, work: Path, reuse: bool):
     commit = _revision()     # before the build: the tree may move on during an hour of place and route
     t0 = time.perf_counter()
     try:
-        r = build(board, config_for(array, overrides), freq_mhz=mhz, out_dir=out,
+        r = build(board, config_for(array, overrides), freq_mhz=mhz, out_dir=out, **options,
                   log=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     except ResourceError as e:
         r = {"board": board, "array": array, "refused": str(e)}
@@ -82,8 +82,10 @@ def table(reports) -> str:
         timing = "-" if r["timing_met"] is None else ("met" if r["timing_met"] else "missed")
         steps = r["step_seconds"]
         times = " / ".join(f"{steps[s]:.0f}" if s in steps else "-" for s in ("synth", "pnr", "pack"))
+        flow = [f"seed {r['seed']}"] if r.get("seed", 1) != 1 else []
+        flow += ["LUT PEs"] if r.get("booth_multipliers") else []
         lines.append(
-            f"| {r['board']} | {r['device']} | {r['array']} | {r['mem_bytes'] // 1024} KiB | {_cell(res, lut)} | "
+            f"| {r['board']} | {r['device']} | {r['array']}{' (' + ', '.join(flow) + ')' if flow else ''} | {r['mem_bytes'] // 1024} KiB | {_cell(res, lut)} | "
             f"{_cell(res, 'FF')} | {_cell(res, dsp)} | {_cell(res, bram)} | "
             f"{fmax if fmax is not None else 'n/a (no open P&R)'} | {r['target_mhz']:.0f} | {timing} | {times} |")
     return "\n".join(lines) + "\n"

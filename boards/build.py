@@ -236,7 +236,7 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
         "array": f"{config.rows}x{config.cols}", "config": _config_dict(config),
         "mem_bytes": size, "baud": baud,
         "target_mhz": freq_mhz, "pll_mhz": round(top.pll.f_out_mhz, 4),
-        "estimate": est.as_dict(), "soft_multipliers": soft, "booth_multipliers": booth, "program": board.program, "notes": board.notes,
+        "estimate": est.as_dict(), "soft_multipliers": soft, "booth_multipliers": booth, "seed": seed, "program": board.program, "notes": board.notes,
     }
     if board.family == "ecp5":
         report.update(_ecp5_flow(board, plan, out, timings, say, seed))

@@ -198,3 +198,18 @@ def test_booth_maps_the_pe_product_to_logic_equal_to_the_multiplier(tmp_path):
               "miter -equiv -flatten -make_assert gold gate miter; sat -verify -prove-asserts miter")
     r = subprocess.run([tool("yosys"), "-q", "-p", script], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_board_table_names_a_rows_non_default_flow():
+    """A row built with another nextpnr seed or with LUT PE multipliers says so next to its array, so the
+    docs table is reproducible from the script's ROWS."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    import board_table
+    use = {"used": 1, "percent": 1.0}
+    base = {"board": "ulx3s-85f", "device": "LFE5U-85F", "array": "8x8", "mem_bytes": 32768, "target_mhz": 100.0,
+            "resources": {"LUT4": use, "FF": use, "MULT18X18D": use, "DP16KD": use},
+            "fmax": {"clk": {"achieved_mhz": 101.0}}, "timing_met": True, "step_seconds": {"synth": 1}}
+    plain, other = base | {"seed": 1, "booth_multipliers": []}, base | {"seed": 2, "booth_multipliers": ["x"]}
+    rows = board_table.table([plain, other]).splitlines()[2:]
+    assert "| 8x8 |" in rows[0] and "| 8x8 (seed 2, LUT PEs) |" in rows[1]
+    assert all(len(board_table.ROWS[0]) == len(r) == 5 for r in board_table.ROWS)

@@ -58,11 +58,11 @@ def test_tiny_soc_bitstream_on_ulx3s_85f(background_bitstream):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("board, array, overrides, mhz", board_table.ROWS,
-                         ids=[f"{b}-{a}" for b, a, _, _ in board_table.ROWS])
-def test_board_table_row_builds(tmp_path, board, array, overrides, mhz):
+@pytest.mark.parametrize("board, array, overrides, mhz, options", board_table.ROWS,
+                         ids=[f"{b}-{a}" for b, a, *_ in board_table.ROWS])
+def test_board_table_row_builds(tmp_path, board, array, overrides, mhz, options):
     config = board_table.config_for(array, overrides)
-    r = build(board, config, freq_mhz=mhz, out_dir=tmp_path)
+    r = build(board, config, freq_mhz=mhz, out_dir=tmp_path, **options)
     if get_board(board).family == "ecp5":
         check_ecp5_report(r, tmp_path, config, board)
     else:
