@@ -211,7 +211,7 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
     after_read = []
     booth = []
     if pe_multipliers == "lut":
-        booth = [m for m in est.dsp_breakdown() if m == "array" or m.endswith(".array")]
+        booth = est.modules_named("array")
         est = est.with_soft_multipliers(booth)
         after_read += [f"proc {_rtlil_module(m)}\nbooth {_rtlil_module(m)}" for m in booth]
         say(f"multipliers of {', '.join(booth)} as Booth-encoded LUT logic")

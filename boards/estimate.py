@@ -82,10 +82,13 @@ class Estimate:
         return {f"{m.module}.{m.name}" if m.module else m.name: m.brams
                 for m in sorted(self.memories, key=lambda m: -m.brams) if m.brams}
 
+    def modules_named(self, *short) -> list:
+        """Modules with multipliers whose name is, or ends in, one of ``short`` (e.g. ``"array"``)."""
+        return sorted({m.module for m in self.muls if any(m.module == s or m.module.endswith("." + s) for s in short)})
+
     def control_modules(self) -> list:
         """Modules with multipliers outside :data:`DATAPATH_MODULES`."""
-        return sorted({m.module for m in self.muls
-                       if not any(m.module == d or m.module.endswith("." + d) for d in DATAPATH_MODULES)})
+        return sorted({m.module for m in self.muls} - set(self.modules_named(*DATAPATH_MODULES)))
 
     def with_soft_multipliers(self, modules) -> "Estimate":
         """The estimate after the multipliers of ``modules`` are mapped to LUTs."""
