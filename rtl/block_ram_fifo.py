@@ -8,8 +8,8 @@ As the add engine's first-input FIFO it was the whole 8x8 design's critical path
 Here the block's output only loads a register (``hold``); entries then pass through a small LUT-RAM FIFO
 whose ``r_data`` the consumer sees. Reads are issued against credits for that queue
 (:class:`~.credit_queue.CreditQueue`: the consumer's ``r_en`` only pops it), so nothing in flight ever
-waits. Same-address collisions cannot be used: a read is issued only for an entry written in an earlier
-cycle, and an entry is rewritten only a cycle after its read.
+waits. Same-address collisions cannot be used: a read
+is issued only for an entry written in an earlier cycle, and the writer never reaches an unread entry.
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -53,31 +53,24 @@ class BlockRamFIFO(wiring.Component):
         m.submodules.queue = queue = CreditQueue(width=self.width, depth=OUT_QUEUE)
 
         w_ptr, r_ptr = Signal(range(depth)), Signal(range(depth))
-        stored = Signal(range(depth + 1))              # written or being written, not yet issued
-        avail = Signal(range(depth + 1))               # written (readable), not yet issued
+        stored = Signal(range(depth + 1))              # in the block, not yet issued
         write, issue = Signal(), Signal()
         p1, p2 = Signal(), Signal()                    # an issued read: on rd.data, then in hold
         hold = Signal(self.width, reset_less=True)
-        # The block is written a cycle late from registers: the write enable's decode (credits, issue,
-        # w_rdy, the producer's w_en) ran on into 6.1 ns of route to the block's WE pin (10.2 ns in the
-        # 8x8 SoC). An entry becomes readable (avail) once it is in the block.
-        w_en_q = Signal()
-        w_addr_q, w_data_q = Signal.like(w_ptr, reset_less=True), Signal(self.width, reset_less=True)
 
         def advance(ptr):
             return ptr.eq(0) if depth == 1 else ptr.eq(Mux(ptr == depth - 1, 0, ptr + 1))
 
         m.d.comb += [
             self.w_rdy.eq((stored != depth) | issue), write.eq(self.w_en & self.w_rdy),
-            wr.addr.eq(w_addr_q), wr.data.eq(w_data_q), wr.en.eq(w_en_q),
-            issue.eq((avail != 0) & queue.ok), queue.issue.eq(issue),
+            wr.addr.eq(w_ptr), wr.data.eq(self.w_data), wr.en.eq(write),
+            issue.eq((stored != 0) & queue.ok), queue.issue.eq(issue),
             rd.addr.eq(r_ptr), rd.en.eq(issue),
             queue.w_data.eq(hold), queue.w_en.eq(p2),
             self.r_data.eq(queue.out.payload), self.r_rdy.eq(queue.out.valid), queue.out.ready.eq(self.r_en),
             self.level.eq(stored + queue.owed),
         ]
-        m.d.sync += [stored.eq(stored + write - issue), avail.eq(avail + w_en_q - issue),
-                     p1.eq(issue), p2.eq(p1), w_en_q.eq(write), w_addr_q.eq(w_ptr), w_data_q.eq(self.w_data)]
+        m.d.sync += [stored.eq(stored + write - issue), p1.eq(issue), p2.eq(p1)]
         with m.If(p1):
             m.d.sync += hold.eq(rd.data)
         with m.If(write):
