@@ -80,7 +80,7 @@ class BankedMemory(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             wp = mem.write_port(granularity=self.granularity if self.granularity < self.width else None)
             rp = mem.read_port()
-            q = Signal(self.width, name=f"q{b}", reset_less=True)
+            q = Signal(self.width, name=f"q{b}")
             w_en = Mux(self.w_addr[lo:] == b, self.w_en, 0) if self.banks > 1 else self.w_en
             if self.registered_write:           # decoded before the register: nothing between it and WE
                 w_en_q = Signal.like(self.w_en, name=f"w_en{b}_q")

@@ -56,7 +56,7 @@ class BlockRamFIFO(wiring.Component):
         stored = Signal(range(depth + 1))              # in the block, not yet issued
         write, issue = Signal(), Signal()
         p1, p2 = Signal(), Signal()                    # an issued read: on rd.data, then in hold
-        hold = Signal(self.width, reset_less=True)
+        hold = Signal(self.width)
 
         def advance(ptr):
             return ptr.eq(0) if depth == 1 else ptr.eq(Mux(ptr == depth - 1, 0, ptr + 1))

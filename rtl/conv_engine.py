@@ -597,7 +597,7 @@ class ConvEngine(wiring.Component):
         # register straight out of the block (clock-to-out is 5.8 ns in nextpnr's ECP5 model, and a
         # single register with all of LOAD's fan-out was still the engine's longest routed path). One
         # extra cycle per tile.
-        tb_q, tb_q2 = Signal(33 + R, reset_less=True), Signal(33 + R)
+        tb_q, tb_q2 = Signal(33 + R), Signal(33 + R)
         tb_ra = Signal(range(NCO))     # the table address, a register (set in IDLE and LOAD)
         m.d.comb += tb_r.addr.eq(tb_ra)
         pg_hm2 = Signal(signed(18))    # pg_hi - 2: "the next ci tile is the last" is an equality
@@ -738,7 +738,7 @@ class ConvEngine(wiring.Component):
         # second one the placer can put near the array. The line-buffer word takes the same two, so the
         # swap keeps its place relative to the first pixel (stage 3 below).
         ld_we, ld_we2, ld_we3 = Signal(), Signal(), Signal()
-        wm_q, wm_q2 = Signal(8 * C * R, reset_less=True), Signal(8 * C * R)
+        wm_q, wm_q2 = Signal(8 * C * R), Signal(8 * C * R)
         m.d.sync += [ld_we.eq(ld_busy), ld_we2.eq(ld_we), ld_we3.eq(ld_we2), wm_q.eq(wm_r.data), wm_q2.eq(wm_q)]
         m.d.comb += [array.w_we.eq(ld_we3), array.w_data.eq(wm_q2)]
 
@@ -763,7 +763,7 @@ class ConvEngine(wiring.Component):
         # ECP5 model: one register straight out of the blocks, one the placer can put near the array; with
         # the lane arithmetic behind the block it was the engine's longest routed path); stage 3:
         # word -> x - x_zp lanes into the array's input registers.
-        lb_q, lb_q2 = Signal(8 * C, reset_less=True), Signal(8 * C)
+        lb_q, lb_q2 = Signal(8 * C), Signal(8 * C)
         m.d.sync += [lb_q.eq(lb_r.data), lb_q2.eq(lb_q)]
         t3 = tags[3]
         for c in range(C):
@@ -786,8 +786,7 @@ class ConvEngine(wiring.Component):
         n_fwd = 4
         ta_rd, ta_pre, ta = tags[stages - 4], tags[stages - 2], tags[stages - 1]
         m.d.comb += [ps_r.addr.eq(Cat(ta_rd.ox, ta_rd.bank)), bi_r.addr.eq(ta_rd.t)]
-        ps_q, bi_q = (Signal(32 * R, reset_less=True) for _ in range(2))
-        ps_q2, bi_q2 = Signal(32 * R), Signal(32 * R)
+        ps_q, ps_q2, bi_q, bi_q2 = (Signal(32 * R) for _ in range(4))
         lasts = [Signal(32 * R, name=f"last{j}") for j in range(1, n_fwd + 1)]
         last = lasts[0]
         m.d.sync += [ps_q.eq(ps_r.data), ps_q2.eq(ps_q), bi_q.eq(bi_r.data), bi_q2.eq(bi_q)]
@@ -880,8 +879,8 @@ class ConvEngine(wiring.Component):
         # engine's longest path (15.4 ns). The lanes of a psum word drain in order (r = 0, 1, ...), so a
         # shift register loaded at lane 0 replaces the mux.
         d1q = Signal.like(d1)
-        ps_dq = Signal(32 * R, reset_less=True)
-        qp_q = Signal(32, reset_less=True)
+        ps_dq = Signal(32 * R)
+        qp_q = Signal(32)
         m.d.sync += [d1q.eq(d1), ps_dq.eq(ps_d.data), qp_q.eq(qp_r.data)]
         d2 = Signal.like(d1)
         d2_word = Signal(32 * R)

@@ -145,11 +145,8 @@ class AxisPool(wiring.Component):
 
         # Stage 1: the accepted byte, its flags and the running max read for it the cycle before.
         s1 = Signal(data.StructLayout({"valid": 1, "v": 8, "close": 1, "close_mem": 1, "store": 1,
-                                       "store_mem": 1, "addr": aw, "took": 1,
+                                       "store_mem": 1, "addr": aw, "rd0": 8, "rd1": 8, "took": 1,
                                        "w1hit": 1, "w1data": 8, "w2hit": 1, "w2data": 8, "hit": 1}))
-        # The two reads, outside the struct and reset-less (data, used only under s1.valid): no reset
-        # net to route to the registers straight out of the blocks.
-        s1_rd0, s1_rd1 = Signal(8, reset_less=True), Signal(8, reset_less=True)
         fwd = Signal(8)                         # the running max written last cycle
         o_valid, o_data = Signal(), Signal(8)
         # A skid register behind the output: the pipeline advances on a register (skid empty), not on
@@ -198,7 +195,7 @@ class AxisPool(wiring.Component):
         with m.If(adv):
             m.d.sync += [s1.valid.eq(take), s1.v.eq(self.i.payload), s1.close.eq(close),
                          s1.close_mem.eq(close_mem), s1.store.eq(store), s1.store_mem.eq(store_mem),
-                         s1.addr.eq(addr), s1_rd0.eq(rd0.data), s1_rd1.eq(rd1.data), s1.took.eq(took),
+                         s1.addr.eq(addr), s1.rd0.eq(rd0.data), s1.rd1.eq(rd1.data), s1.took.eq(took),
                          s1.w1hit.eq(w1.en & (w1.addr == addr)), s1.w1data.eq(w1.data),
                          s1.w2hit.eq(w2.en & (w2.addr == addr)), s1.w2data.eq(w2.data),
                          s1.hit.eq(wn.en & (wn.addr == addr))]
@@ -237,7 +234,7 @@ class AxisPool(wiring.Component):
         flip = Cat(Const(0, 7), self.signed)         # order int8 as unsigned by flipping the MSB
         old = Signal(8)
         m.d.comb += old.eq(Mux(s1.hit, fwd, Mux(s1.w1hit, s1.w1data, Mux(s1.w2hit, s1.w2data,
-                                                                         Mux(s1.took, s1_rd1, s1_rd0)))))
+                                                                         Mux(s1.took, s1.rd1, s1.rd0)))))
         mx = Signal(8)
         m.d.comb += mx.eq(Mux((old ^ flip) > (s1.v ^ flip), old, s1.v))
         m.d.comb += [wn.addr.eq(s1.addr), wn.data.eq(Mux(s1.store_mem, mx, s1.v)),

@@ -273,7 +273,7 @@ class PoolEngine(wiring.Component):
         # by flags compared a cycle ahead (g_fwd1..3, most recent first).
         g_valid, g_first, g_c, g_val = Signal(), Signal(), Signal(16), Signal(signed(11))
         g2_valid, g2_first, g2_c, g2_val = Signal(), Signal(), Signal(16), Signal(signed(11))
-        g2_acc = Signal(signed(32), reset_less=True)
+        g2_acc = Signal(signed(32))
         g_fwd1, g_fwd2, g_fwd3 = Signal(), Signal(), Signal()
         g_sum = Signal(signed(32))
         gw_en, gw_c, gw_sum = Signal(), Signal(16), Signal(signed(32))        # the write of the byte at t - 1
@@ -398,7 +398,7 @@ class PoolEngine(wiring.Component):
         # Stage B2: the line-buffer byte arrives (its bank selected); the GAP sum and the parameter entry
         # are registered straight out of their memories.
         b2_valid, b2_first, b2_last, b2_ok, b2_gap = (Signal() for _ in range(5))
-        b2_gsum = Signal(signed(32), reset_less=True)
+        b2_gsum = Signal(signed(32))
         m.d.sync += [
             b2_valid.eq(b_valid), b2_first.eq(b_first), b2_last.eq(b_last), b2_ok.eq(b_ok),
             b2_gap.eq(b_gap), b2_gsum.eq(gap_r.data),
@@ -407,7 +407,7 @@ class PoolEngine(wiring.Component):
         # Stage C: the byte (registered off the bank select, so block-RAM clock-to-out never stacks on
         # the reduction) and the reduction.
         s_valid, s_first, s_last, s_ok, s_gap = (Signal() for _ in range(5))
-        s_pm = Signal(30, reset_less=True)
+        s_pm = Signal(30)
         s_byte = Signal(8)
         s_gsum = Signal(signed(32))
         red_max = Signal(signed(10))

@@ -1,8 +1,7 @@
 """A board SoC without a CPU: UART host bridge + SCALENet + shared memory.
 
 The host drives everything over the UART (docs/serial-protocol.md): registers through the bridge's
-AXI4-Lite master into the accelerator's control slave, memory through the bridge's AXI4 master (each
-through an :class:`~.axi_register_slice.AxiRegisterSlice`),
+AXI4-Lite master straight into the accelerator's control slave, memory through the bridge's AXI4 master,
 which shares the memory with the accelerator's DMA through :class:`~.axi_arbiter.AxiArbiter`. The memory
 is either on-chip (``memory="sram"``: :class:`~.sram.AxiSram`, block RAM) for boards without DRAM, or an
 external AXI4 port ``mem`` (``memory="external"``) for a DRAM controller or the simulated platform's
@@ -15,7 +14,6 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 
 from . import axi
 from .axi_arbiter import AxiArbiter
-from .axi_register_slice import AxiRegisterSlice
 from .bridge import Bridge
 from .config import AcceleratorConfig
 from .sram import AxiSram
@@ -79,16 +77,9 @@ class BoardSoC(wiring.Component):
         m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx), self.irq.eq(acc.irq)]
         connect(m, rx.o, bridge.rx)
         connect(m, bridge.tx, tx.i)
-        # The bridge reaches the accelerator's registers and the memory through register slices: its
-        # valids and readies come from its state decode, and the arbiter, the DMA and the control slave
-        # would act on them in the same cycle (:mod:`.axi_register_slice`).
-        m.submodules.ctrl_slice = ctrl_slice = AxiRegisterSlice(bridge.ctrl.signature)
-        m.submodules.mem_slice = mem_slice = AxiRegisterSlice(bridge.mem.signature)
-        connect(m, bridge.ctrl, ctrl_slice.s)
-        connect(m, ctrl_slice.m, acc.ctrl)
+        connect(m, bridge.ctrl, acc.ctrl)
         connect(m, acc.mem, arb.m0)
-        connect(m, bridge.mem, mem_slice.s)
-        connect(m, mem_slice.m, arb.m1)
+        connect(m, bridge.mem, arb.m1)
         if self.memory == "sram":
             m.submodules.sram = sram = AxiSram(self.mem_bytes, data_bytes=nb, id_width=1)
             connect(m, arb.out, sram.bus)
