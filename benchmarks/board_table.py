@@ -4,6 +4,7 @@
     python benchmarks/board_table.py --only ulx3s-85f:8x8 --only arty-a7-35:8x8
     python benchmarks/board_table.py --reuse            # rebuild only rows without a report in --work
     python benchmarks/board_table.py --write-docs       # replace the table in docs/boards.md
+    python benchmarks/board_table.py --only ulx3s-85f:8x8 --write-docs   # replace that row, keep the others
 
 Every figure comes from the tools' own output in this run (Yosys stat, nextpnr's JSON report); rows
 that were not built are not printed. Builds go to --work (default build/board-table/BOARD-ARRAY).
@@ -102,6 +103,39 @@ def _revision() -> str:
     return f"{head or 'unknown'}{' with uncommitted changes' if dirty else ''}"
 
 
+def _built_from(commits) -> str:
+    commits = sorted(commits)
+    return f"\nBuilt from commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}.\n"
+
+
+def _table_rows(text) -> dict:
+    """BOARD:ARRAY -> its line, of every data row of a generated table."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 2 and cells[0] not in ("board", "---"):
+            rows[f"{cells[0]}:{cells[2].split(' ')[0]}"] = line
+    return rows
+
+
+def _commits(text) -> set:
+    built = [ln for ln in text.splitlines() if ln.startswith("Built from commit")]
+    return {c.strip() for c in built[0].split(" ", 3)[3].rstrip(".").split(",")} if built else set()
+
+
+def merge_rows(old: str, new: str) -> str:
+    """The docs table with ``new``'s rows replacing their namesakes in ``old``, in :data:`ROWS` order, and
+    the commits of both: rebuilding one row must not drop the others' figures or where they came from."""
+    old_rows, new_rows = _table_rows(old), _table_rows(new)
+    lines = new.splitlines()[:2]
+    lines += [new_rows.get(k) or old_rows[k] for k in (f"{r[0]}:{r[1]}" for r in ROWS)
+              if k in new_rows or k in old_rows]
+    commits = _commits(new)
+    if old_rows.keys() - new_rows.keys():       # rows kept from the docs keep the commits they came from
+        commits |= _commits(old)
+    return "\n".join(lines) + "\n" + _built_from(commits)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", action="append", default=[], help="BOARD:ARRAY rows to build (repeatable)")
@@ -114,13 +148,14 @@ def main(argv=None):
         ap.error(f"no such row: {', '.join(sorted(unknown))} (rows: {', '.join(f'{r[0]}:{r[1]}' for r in ROWS)})")
     rows = [r for r in ROWS if not args.only or f"{r[0]}:{r[1]}" in args.only]
     reports = [run_row(*row, Path(args.work), args.reuse) for row in rows]
-    commits = sorted({r.get("commit", "unknown") for r in reports})
-    text = table(reports) + f"\nBuilt from commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}.\n"
+    text = table(reports) + _built_from({r.get("commit", "unknown") for r in reports})
     print(text)
     if args.write_docs:
         doc = Path(__file__).resolve().parents[1] / "docs" / "boards.md"
         body = doc.read_text()
         start, end = body.index(BEGIN) + len(BEGIN), body.index(END)
+        if args.only:       # the rows not rebuilt keep their lines (and their commits) from the docs
+            text = merge_rows(body[start:end], text)
         doc.write_text(body[:start] + "\n" + text + body[end:])
         print(f"wrote {doc}", file=sys.stderr)
 

@@ -213,3 +213,20 @@ def test_board_table_names_a_rows_non_default_flow():
     rows = board_table.table([plain, other]).splitlines()[2:]
     assert "| 8x8 |" in rows[0] and "| 8x8 (seed 2, LUT PEs) |" in rows[1]
     assert all(len(board_table.ROWS[0]) == len(r) == 5 for r in board_table.ROWS)
+
+
+def test_board_table_rewrites_only_the_rebuilt_rows():
+    """``--only ROW --write-docs`` replaces that row in the docs table and keeps the others and their
+    commits: the other rows' builds need not be on this machine."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    import board_table
+    head = "| board | device | array |\n|---|---|---|\n"
+    old = (head + "| ulx3s-25f | LFE5U-25F | 4x4 | 75.83 |\n| ulx3s-85f | LFE5U-85F | 8x8 (LUT PEs) | 98.51 |\n"
+           "| arty-a7-35 | | 8x8 | refused |\n\nBuilt from commits aaa, bbb.\n")
+    new = head + "| ulx3s-85f | LFE5U-85F | 8x8 (seed 4, LUT PEs) | 101.2 |\n\nBuilt from commit ccc.\n"
+    merged = board_table.merge_rows(old, new).splitlines()
+    assert merged[2:5] == ["| ulx3s-25f | LFE5U-25F | 4x4 | 75.83 |",
+                           "| ulx3s-85f | LFE5U-85F | 8x8 (seed 4, LUT PEs) | 101.2 |", "| arty-a7-35 | | 8x8 | refused |"]
+    assert merged[-1] == "Built from commits aaa, bbb, ccc."
+    only = board_table.merge_rows(head + "| ulx3s-85f | LFE5U-85F | 8x8 | 98.51 |\n\nBuilt from commit aaa.\n", new)
+    assert only.splitlines()[-1] == "Built from commit ccc." and "98.51" not in only
