@@ -2,9 +2,9 @@
 
 The downstream port has one more ID bit than the masters; its top bit says which master a burst came
 from, so R beats and B responses are routed back by ID (the slave may have bursts of both in flight).
-AR and AW are granted round robin, and a grant is held while the downstream ``valid`` waits for ``ready``
-(AXI forbids withdrawing it). W beats follow AW order (AXI has no W ID): the granted master of each
-accepted AW is queued and the W channel serves the queue's head until its WLAST. Masters must not wait
+AR and AW are granted round robin from a grant register, and a grant is held while the downstream
+``valid`` waits for ``ready`` (AXI forbids withdrawing it). W beats follow AW order (AXI has no W ID): the
+granted master of each accepted AW is queued and the W channel serves the queue's head until its WLAST. Masters must not wait
 for WREADY before AWVALID (AXI allows the slave, here the arbiter, to wait for AW).
 """
 
@@ -30,15 +30,18 @@ class AxiArbiter(wiring.Component):
         })
 
     def _address(self, m, name, masters, out, extra_ok=1):
-        """Round-robin grant of an address channel; returns (grant, accepted)."""
-        held, grant, last = Signal(name=f"{name}_held"), Signal(name=f"{name}_grant"), Signal(name=f"{name}_last")
-        hold_grant = Signal(name=f"{name}_hold_grant")
+        """Round-robin grant of an address channel; returns (grant, accepted).
+
+        The grant is a register, chosen a cycle ahead from the masters' ``valid``: a master's ``ready``
+        depends on no other master's ``valid``, so one master's state never reaches the other's issue
+        logic in the same cycle (in the board SoC that path -- host bridge state through the grant into
+        the DMA's burst counters -- was among the slowest). A master whose turn it is not waits one cycle.
+        """
+        grant, last = Signal(name=f"{name}_grant"), Signal(name=f"{name}_last")
         sel = [getattr(mm, name) for mm in masters]
         v0, v1 = sel[0].valid, sel[1].valid
-        pick = Mux(last, Mux(v0, 0, 1), Mux(v1, 1, 0))
-        m.d.comb += grant.eq(Mux(held, hold_grant, pick))
         valid = Signal(name=f"{name}_valid")
-        m.d.comb += valid.eq(Mux(grant, sel[1].valid, sel[0].valid) & extra_ok)
+        m.d.comb += valid.eq(Mux(grant, v1, v0) & extra_ok)
         for member in ("addr", "prot", "len", "size", "burst"):
             m.d.comb += getattr(out, member).eq(Mux(grant, getattr(sel[1], member), getattr(sel[0], member)))
         if self.id_width:
@@ -50,9 +53,10 @@ class AxiArbiter(wiring.Component):
             m.d.comb += ch.ready.eq(out.ready & (grant == i) & extra_ok)
         accepted = Signal(name=f"{name}_accepted")
         m.d.comb += accepted.eq(valid & out.ready)
-        m.d.sync += [held.eq(valid & ~out.ready), hold_grant.eq(grant)]
-        with m.If(accepted):
-            m.d.sync += last.eq(grant)
+        served = Mux(accepted, grant, last)             # the master served last, this cycle included
+        pick = Mux(served, Mux(v0, 0, 1), Mux(v1, 1, 0))    # the other one if it waits
+        m.d.sync += [last.eq(served),
+                     grant.eq(Mux(valid & ~out.ready, grant, pick))]   # AXI: a raised valid stays until ready
         return grant, accepted
 
     def elaborate(self, platform):

@@ -102,6 +102,14 @@ class Bridge(wiring.Component):
         m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs=UNDEFINED_COLLISIONS)
         wp = buf.write_port()
         rp = buf.read_port()                      # synchronous: block RAM
+        # Writes go through a register (a cycle late, nothing reads that soon): the read data's byte
+        # select, on the SRAM's read-state decode, ran on into the block's data pins (10.1 ns in the 8x8
+        # SoC). The read data only loads rp_q (a register straight out of the block).
+        w_addr, w_data = Signal.like(wp.addr, reset_less=True), Signal(8, reset_less=True)
+        w_en = Signal()
+        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
+        m.d.sync += w_en.eq(0)
+        rp_q = Signal(8, reset_less=True)
 
         hdr = Signal(64)                          # cmd, seq, addr[4], len[2] as received (LE)
         cmd, seq, addr, length = hdr[0:8], hdr[8:16], hdr[16:48], hdr[48:64]
@@ -155,7 +163,7 @@ class Bridge(wiring.Component):
         beat_addr = Cat(Const(0, log2), cur[log2:]) if log2 else cur
         for ch in (self.mem.aw, self.mem.ar):
             m.d.comb += [ch.addr.eq(beat_addr), ch.len.eq(0), ch.size.eq(log2), ch.burst.eq(axi.Burst.INCR)]
-        m.d.comb += [self.mem.w.data.eq(Cat(*[rp.data] * nb)), self.mem.w.strb.eq((Const(1, nb) << lane)[:nb]),
+        m.d.comb += [self.mem.w.data.eq(Cat(*[rp_q] * nb)), self.mem.w.strb.eq((Const(1, nb) << lane)[:nb]),
                      self.mem.w.last.eq(1)]
         m.d.comb += [self.ctrl.ar.addr.eq(addr), self.ctrl.aw.addr.eq(addr), self.ctrl.w.data.eq(word),
                      self.ctrl.w.strb.eq(0xF)]
@@ -166,7 +174,6 @@ class Bridge(wiring.Component):
         # clock-to-out), the byte selected into tx_q; tx_q alone feeds the stream and the CRC. (Read,
         # select and the unrolled CRC in one cycle was the 25F board design's longest path, 15 ns.)
         j = Signal(16)
-        rp_q = Signal(8)
         tx_q = Signal(8)
         m.d.sync += rp_q.eq(rp.data)
         m.d.comb += rp.addr.eq(Mux(in_tx, j, cnt))
@@ -234,7 +241,7 @@ class Bridge(wiring.Component):
                     m.next = "CRC"
             with m.State("PAYLOAD"):
                 with m.If(got):
-                    m.d.comb += [wp.addr.eq(cnt), wp.data.eq(byte), wp.en.eq(1)]
+                    m.d.sync += [w_addr.eq(cnt), w_data.eq(byte), w_en.eq(1)]
                     m.d.sync += [crc.eq(crc_next), word.eq(Cat(word[8:], byte)), cnt.eq(cnt + 1)]
                     with m.If(cnt == payload_len - 1):
                         m.d.sync += cnt.eq(0)
@@ -290,6 +297,8 @@ class Bridge(wiring.Component):
                     record(st)
                     respond(st)
             with m.State("MW_FETCH"):             # the buffer byte at cnt is on rp.data next cycle
+                m.next = "MW_FETCH2"
+            with m.State("MW_FETCH2"):            # ... and on rp_q the cycle after
                 m.next = "MW_AW"
             with m.State("MW_AW"):
                 wait_both(self.mem.aw, self.mem.w, "MW_B")
@@ -312,7 +321,7 @@ class Bridge(wiring.Component):
             with m.State("MR_R"):
                 m.d.comb += self.mem.r.ready.eq(1)
                 with m.If(self.mem.r.valid):
-                    m.d.comb += [wp.addr.eq(cnt), wp.data.eq(self.mem.r.data.word_select(lane, 8)), wp.en.eq(1)]
+                    m.d.sync += [w_addr.eq(cnt), w_data.eq(self.mem.r.data.word_select(lane, 8)), w_en.eq(1)]
                     with m.If(self.mem.r.resp != axi.Resp.OKAY):
                         record(Status.BUS_ERROR)
                         respond(Status.BUS_ERROR)
