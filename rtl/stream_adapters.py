@@ -125,10 +125,7 @@ class WordsToBytes(wiring.Component):
         lane = walk.index[:nb.bit_length() - 1]
         byte = Signal(8)
         m.d.comb += byte.eq(self.i.payload.word_select(lane, 8))
-        with m.If(self.start):
-            m.d.sync += [region.eq(self.region), active.eq(1)]
-            walk.reset(m, self.region)
-        with m.Elif(active):
+        with m.If(active):
             with m.If(walk.done):
                 m.d.sync += active.eq(0)
             with m.Else():
@@ -139,6 +136,12 @@ class WordsToBytes(wiring.Component):
                 m.d.comb += self.i.ready.eq(step & walk.word_end)
                 with m.If(step):
                     walk.advance(m)
+        # ``start`` comes only while idle (the sequencer waits for ``busy`` to fall), so it need not gate
+        # the handshake above: it did, and the start pulse's fan-out ran through ``i.ready`` into the
+        # DMA read stream's skid buffer (10.4 ns in the 8x8 SoC).
+        with m.If(self.start):
+            m.d.sync += [region.eq(self.region), active.eq(1)]
+            walk.reset(m, self.region)
         return m
 
 
