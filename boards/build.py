@@ -17,7 +17,6 @@ and the limit it breaks.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -170,8 +169,7 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
     ``mem_bytes`` (the on-chip SRAM) defaults to the largest power of two the free block RAM holds.
     ``pe_multipliers="lut"`` (ECP5): the PE array's products as Booth-encoded LUT logic (Yosys ``booth``)
     instead of MULT18X18D -- a DSP site is wherever the DSP rows are, and in the 8x8 SoC the routes into and
-    out of the PE multipliers were its slowest paths (12.7 ns: 4.6 ns in, 3.6 ns out). The LUT products are
-    built as two registered halves (``pe_product_stages=2``, one more cycle through the array).
+    out of the PE multipliers were its slowest paths (12.7 ns: 4.6 ns in, 3.6 ns out).
     Raises :class:`~scalenet.boards.estimate.ResourceError` before synthesis when the design cannot fit,
     :class:`BuildError` when a tool fails.
     """
@@ -182,8 +180,6 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
     if pe_multipliers == "lut" and board.family != "ecp5":
         raise BoardError(f"--pe-multipliers lut is an ECP5 option (Yosys booth); {board.name} is {board.family}")
     config = config or AcceleratorConfig()
-    if pe_multipliers == "lut":         # LUT products in two registered halves (rtl/dot_array.py)
-        config = dataclasses.replace(config, pe_product_stages=2)
     freq_mhz = float(freq_mhz or DEFAULT_FREQ_MHZ)
     baud = baud or DEFAULT_BAUD
     say = log or (lambda msg: None)

@@ -20,7 +20,6 @@ class AcceleratorConfig:
     line_buffer_bytes: int = 64 * 1024    #: (kernel_h + stride_h) rows x width x input channels must fit
     weight_buffer_bytes: int = 64 * 1024  #: one layer's weights, padded to R x C blocks, must fit
     data_bytes: int = 8              #: AXI4 data width in bytes
-    pe_product_stages: int = 1       #: registers per PE product: 2 for LUT multipliers (rtl/dot_array.py)
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -30,8 +29,6 @@ class AcceleratorConfig:
             raise ValueError("the PE array is at most 255 x 255")
         if self.data_bytes not in (4, 8, 16, 32):
             raise ValueError(f"data_bytes must be 4, 8, 16 or 32, not {self.data_bytes}")
-        if self.pe_product_stages not in (1, 2):
-            raise ValueError(f"pe_product_stages must be 1 or 2, not {self.pe_product_stages}")
 
     @property
     def out_row_bytes(self) -> int:

@@ -7,14 +7,9 @@ while the array computes with the active set; ``swap`` copies the whole shadow i
 the clock edge on which the first input of the next pass is registered, so passes follow each other
 without bubbles, down to one pixel per pass (docs/architecture.md).
 
-Timing (``LATENCY = 1 + product_stages + ceil(log2 C)``): ``x`` and ``swap`` presented in cycle ``n`` are
-registered at the end of ``n``; the products are registered at the end of ``n + product_stages``; each
-adder-tree level adds one register; ``y`` holds the R sums in cycle ``n + LATENCY``.
-
-``product_stages=2`` computes each 9x8 product as two registered halves, ``x[4:9] * w`` and ``x[0:4] * w``,
-summed in the next cycle. For PE multipliers in LUT logic (``scalenet build --pe-multipliers lut``) that
-halves the multiplier's depth: one 9x8 Booth product per cycle was the 8x8 SoC's largest population of
-near-critical paths (64 PEs at 9.3-10.1 ns on the ULX3S-85F). With MULT18X18D it would take two per PE. A shadow block written at the same edge as a
+Timing (``LATENCY = 2 + ceil(log2 C)``): ``x`` and ``swap`` presented in cycle ``n`` are registered at the
+end of ``n``; the products are registered at the end of ``n + 1``; each adder-tree level adds one
+register; ``y`` holds the R sums in cycle ``n + LATENCY``. A shadow block written at the same edge as a
 ``swap`` does not reach the active set (the swap copies the old shadow), which is what lets the engine
 start reading the next pass's weights in the cycle the current pass starts.
 
@@ -59,8 +54,6 @@ class DotArray(wiring.Component):
     ----------
     rows, cols : int
         R (output channels in parallel) and C (input channels in parallel).
-    product_stages : 1 or 2
-        Registers per product: 2 splits each multiply into two registered halves (module docstring).
 
     Members
     -------
@@ -78,13 +71,11 @@ class DotArray(wiring.Component):
         ``y.word_select(r, sum_bits(cols))``.
     """
 
-    def __init__(self, rows, cols, *, product_stages=1):
+    def __init__(self, rows, cols):
         for name, v in (("rows", rows), ("cols", cols)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise TypeError(f"{name} must be a positive integer, not {v!r}")
-        if product_stages not in (1, 2):
-            raise ValueError(f"product_stages must be 1 or 2, not {product_stages!r}")
-        self._rows, self._cols, self._product_stages = rows, cols, product_stages
+        self._rows, self._cols = rows, cols
         super().__init__({
             "x": In(X_BITS * cols),
             "row_en": In(rows),
@@ -104,7 +95,7 @@ class DotArray(wiring.Component):
 
     @property
     def latency(self):
-        return 1 + self._product_stages + _levels(self._cols)
+        return 2 + _levels(self._cols)
 
     def elaborate(self, platform):
         m = Module()
@@ -124,14 +115,7 @@ class DotArray(wiring.Component):
             level = []
             for c in range(C):
                 p = Signal(signed(PRODUCT_BITS), name=f"p_{r}_{c}")
-                w = active[r].word_select(c, 8).as_signed()
-                if self._product_stages == 1:
-                    m.d.sync += p.eq(x_row[c] * w)
-                else:       # x = x[4:9] * 16 + x[0:4]: a signed 5x8 and an unsigned-by-signed 4x8 product
-                    hi = Signal(signed(13), name=f"ph_{r}_{c}")
-                    lo = Signal(signed(13), name=f"pl_{r}_{c}")
-                    m.d.sync += [hi.eq(x_row[c][4:].as_signed() * w), lo.eq(x_row[c][:4] * w),
-                                 p.eq((hi << 4) + lo)]
+                m.d.sync += p.eq(x_row[c] * active[r].word_select(c, 8).as_signed())
                 level.append(p)
             depth = 0
             while len(level) > 1:

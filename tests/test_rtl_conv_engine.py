@@ -358,21 +358,3 @@ def test_verilog_convert_default_config():
     from amaranth.back import verilog
     text = verilog.convert(ConvEngine(AcceleratorConfig()), name="conv_engine")
     assert "module conv_engine" in text
-
-
-def test_split_pe_products_compiled():
-    """``pe_product_stages=2`` (the LUT-multiplier build's two registered half products, one more cycle
-    through the array): random layers, with and without backpressure, exact and at the same array cycles."""
-    from dataclasses import replace
-    cfg = replace(SMALL, pe_product_stages=2)
-    rng = np.random.default_rng(77)
-    done = 0
-    while done < 6:
-        kwargs = random_layer(rng, 100 + done)
-        try:
-            case = conv_case(cfg, **kwargs)
-        except (HardwareLimitError, ShapeError):
-            continue
-        drv = run_compiled(case, seed=done, p_valid=[1.0, 0.5][done % 2], p_ready=[1.0, 0.6][done // 3])
-        assert drv.active == case.stats.array_cycles, kwargs
-        done += 1
