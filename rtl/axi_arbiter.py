@@ -4,8 +4,8 @@ The downstream port has one more ID bit than the masters; its top bit says which
 from, so R beats and B responses are routed back by ID (the slave may have bursts of both in flight).
 AR and AW are granted round robin from a grant register, and a grant is held while the downstream
 ``valid`` waits for ``ready`` (AXI forbids withdrawing it). W beats follow AW order (AXI has no W ID): the
-granted master of each accepted AW is queued and the W channel serves the queue's head until its WLAST. Masters must not wait
-for WREADY before AWVALID (AXI allows the slave, here the arbiter, to wait for AW).
+granted master of each accepted AW is queued and the W channel serves the queue's head until its WLAST.
+Masters must not wait for WREADY before AWVALID (AXI allows the slave, here the arbiter, to wait for AW).
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
