@@ -781,16 +781,21 @@ class ConvEngine(wiring.Component):
         # pins, 5.7 ns of route, were the engine's longest paths). The read port is not transparent and
         # its collisions are undefined, so the four sums a read cannot see -- those of the elements one to
         # four ahead writing the same address (passes a single pixel long: dense layers, one-column
-        # outputs) -- are forwarded from ``last`` .. ``last4``. Which word an element adds to (bias,
-        # psum or a forwarded sum, the nearest one first) is a select register set the cycle before.
+        # outputs) -- are forwarded. Which word an element adds to (bias, psum or a forwarded sum, the
+        # nearest one first) is chosen the cycle before, when every candidate but the sum of the element
+        # just ahead is a register: ``last`` .. ``last3``, ``ps_q``, ``bi_q`` (those one to three ahead are
+        # one register further down the line a cycle later). The choice among them is registered as
+        # ``base_pre`` -- the second register behind the blocks -- so the loop through the adder keeps a 2:1
+        # choice, ``last`` or ``base_pre``, on one flag (a 3-bit select decoded in front of the 8 x 32-bit
+        # 6:1 multiplexer and fanned out to all of it was 10.1-10.6 ns in every SoC build).
         n_fwd = 4
         ta_rd, ta_pre, ta = tags[stages - 4], tags[stages - 2], tags[stages - 1]
         m.d.comb += [ps_r.addr.eq(Cat(ta_rd.ox, ta_rd.bank)), bi_r.addr.eq(ta_rd.t)]
-        ps_q, ps_q2, bi_q, bi_q2 = (Signal(32 * R) for _ in range(4))
-        lasts = [Signal(32 * R, name=f"last{j}") for j in range(1, n_fwd + 1)]
+        ps_q, bi_q = Signal(32 * R), Signal(32 * R)
+        lasts = [Signal(32 * R, name=f"last{j}") for j in range(1, n_fwd)]
         last = lasts[0]
-        m.d.sync += [ps_q.eq(ps_r.data), ps_q2.eq(ps_q), bi_q.eq(bi_r.data), bi_q2.eq(bi_q)]
-        m.d.sync += [lasts[j].eq(lasts[j - 1]) for j in range(1, n_fwd)]
+        m.d.sync += [ps_q.eq(ps_r.data), bi_q.eq(bi_r.data)]
+        m.d.sync += [lasts[j].eq(lasts[j - 1]) for j in range(1, n_fwd - 1)]
 
         def same(tag):
             return ta.valid & (tag.ox == ta.ox) & (tag.bank == ta.bank)
@@ -807,16 +812,15 @@ class ConvEngine(wiring.Component):
             held = Signal(name=f"same{j + 1}")
             m.d.sync += held.eq(flag)
             near.append(held)
-        SRC_PSUM, SRC_BIAS = n_fwd, n_fwd + 1          # sel 0 .. n_fwd - 1: forwarded from lasts[sel]
-        sel = Signal(range(n_fwd + 2))
-        pick = SRC_PSUM
-        for j in reversed(range(n_fwd)):
-            pick = Mux(near[j], j, pick)
-        m.d.sync += sel.eq(Mux(ta_pre.first, SRC_BIAS, pick))
+        fwd_last = Signal()                 # the element at ta adds to ``last``, else to ``base_pre``
+        base_pre = Signal(32 * R)
+        pre = ps_q
+        for j in reversed(range(1, n_fwd)):
+            pre = Mux(near[j], lasts[j - 1], pre)
+        m.d.sync += [fwd_last.eq(~ta_pre.first & near[0]), base_pre.eq(Mux(ta_pre.first, bi_q, pre))]
         acc_new = []
         for r in range(R):
-            words = [lw.word_select(r, 32) for lw in lasts] + [ps_q2.word_select(r, 32), bi_q2.word_select(r, 32)]
-            base = Array(words)[sel].as_signed()
+            base = Mux(fwd_last, last.word_select(r, 32), base_pre.word_select(r, 32)).as_signed()
             acc_new.append((base + array.y.word_select(r, sum_bits(C)).as_signed())[:32])
         ps_waddr, ps_wen = Signal.like(ps_w.addr), Signal()
         m.d.sync += [last.eq(Cat(*acc_new)), ps_waddr.eq(Cat(ta.ox, ta.bank)), ps_wen.eq(ta.valid)]
