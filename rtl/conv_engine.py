@@ -170,8 +170,8 @@ class ConvEngine(wiring.Component):
         # buffer's rows are read only once written and overwritten only after their last read; weights,
         # bias and requantiser parameters are written before the run and only read during it; the table
         # is written during setup while the idle generator re-reads entry 0 every cycle until it starts;
-        # a partial sum read while written is replaced by a forwarded sum (``last1`` .. ``last3``, one of them a cycle early) and the drain
-        # reads the other bank.
+        # a partial sum read while written is replaced by a forwarded sum (``last1`` .. ``last3``, taken a
+        # cycle early but for ``last1``) and the drain reads the other bank.
         collide_x = UNDEFINED_COLLISIONS
         m.submodules.lb = lb = memory.Memory(shape=8 * C, depth=LBW, init=[], attrs=collide_x)
         m.submodules.wmem = wmem = memory.Memory(shape=8 * C * R, depth=WB, init=[], attrs=collide_x)
