@@ -8,7 +8,10 @@ is selected one cycle later, so the only path out of a block is a route to its o
 
 Read latency is two enabled cycles: ``r_addr`` presented with ``r_en`` in one enabled cycle appears on
 ``r_data`` after the second enabled cycle; with ``r_en`` low everything holds, so a stalling pipeline
-reads through it with one enable. Writes are single-cycle, with one enable per ``granularity`` bits. A
+reads through it with one enable. With ``read_latency=3`` every bank's output passes a second register
+before the bank multiplexer: the first then feeds nothing but the second, so the placer can keep it beside
+its block, where the multiplexer pulled it towards the other banks (the pool line buffer's bank registers
+ended 10.0-11.7 ns after the clock in 8 of 12 routes of the whole 8x8 design). Writes are single-cycle, with one enable per ``granularity`` bits. A
 read in the cycle of a write to the same address is undefined in hardware (the old word in simulation):
 synthesis is told so (:mod:`.collisions`), so no collision logic sits behind the blocks; every user
 either never reads an address while writing it or discards that word.
@@ -45,19 +48,23 @@ class BankedMemory(wiring.Component):
     r_addr, r_en : In
         Read address and the pipeline enable (the read and both register stages advance with it).
     r_data : Out(width)
-        The entry read two enabled cycles before.
+        The entry read ``read_latency`` (2 or 3) enabled cycles before.
 
-    ``registered_write``: the write port is registered in front of the blocks (see the module docstring).
+    ``registered_write``: the write port is registered in front of the blocks; ``read_latency=3``: a
+    second register per bank (see the module docstring for both).
     """
 
-    def __init__(self, width, depth, bank_depth=BANK_DEPTH, *, granularity=None, registered_write=False):
+    def __init__(self, width, depth, bank_depth=BANK_DEPTH, *, granularity=None, registered_write=False,
+                 read_latency=2):
         if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
             raise ValueError(f"depth must be positive and bank_depth a power of two, not {depth}, {bank_depth}")
+        if read_latency not in (2, 3):
+            raise ValueError(f"read_latency must be 2 or 3, not {read_latency!r}")
         granularity = width if granularity is None else granularity
         if granularity < 1 or width % granularity:
             raise ValueError(f"granularity ({granularity}) must divide the width ({width})")
         self.width, self.depth, self.granularity = width, depth, granularity
-        self.registered_write = registered_write
+        self.registered_write, self.read_latency = registered_write, read_latency
         self.bank_depth = min(bank_depth, 1 << ceil_log2(max(depth, 2)))
         self.banks = -(-depth // self.bank_depth)
         aw = ceil_log2(max(depth, 2))
@@ -90,13 +97,18 @@ class BankedMemory(wiring.Component):
                          rp.addr.eq(self.r_addr[:lo]), rp.en.eq(self.r_en)]
             with m.If(self.r_en):
                 m.d.sync += q.eq(rp.data)
+            if self.read_latency == 3:
+                q2 = Signal(self.width, name=f"q{b}_2")
+                with m.If(self.r_en):
+                    m.d.sync += q2.eq(q)
+                q = q2
             outs.append(q)
         if self.banks == 1:
             m.d.comb += self.r_data.eq(outs[0])
             return m
-        sel1 = Signal(range(self.banks))
-        sel2 = Signal(range(self.banks))
+        # The bank of each read in flight, one register per stage; the last selects.
+        sel = [Signal(range(self.banks), name=f"sel{i + 1}") for i in range(self.read_latency)]
         with m.If(self.r_en):
-            m.d.sync += [sel1.eq(self.r_addr[lo:]), sel2.eq(sel1)]
-        m.d.comb += self.r_data.eq(Array(outs)[sel2])
+            m.d.sync += [sel[0].eq(self.r_addr[lo:]), *(b.eq(a) for a, b in zip(sel, sel[1:]))]
+        m.d.comb += self.r_data.eq(Array(outs)[sel[-1]])
         return m

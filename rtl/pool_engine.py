@@ -36,9 +36,10 @@ fans out from the output handshake into the stages and the line buffer's 32 bloc
 whole 8x8 SoC's critical path, 12.56 ns).
 
 Timing (>= 100 MHz on ECP5): the tap pipeline is G (counters) -> A (registered tap: line-buffer and GAP
-reads from registered addresses) -> B (byte arrives; parameter read at the registered count - 1) -> C
-(byte and GAP sum registered off the block RAMs; reduction) -> D (window result taken from the reduction
-registers) -> result. Every bound a counter is compared
+reads from registered addresses) -> B, B2 (the line buffer's two registers per bank; GAP sum registered
+off its block) -> B3 (bank select; parameter entry arrives, read at the registered count - 1) -> C (byte
+registered off the bank select; reduction) -> D (window result taken from the reduction registers) ->
+result. Every bound a counter is compared
 with is a register set when the layer starts, and counters carry registered "last" flags. Since a window's
 last tap reads the line buffer one cycle after it leaves the counters, the oldest row is released only once
 stage A is empty.
@@ -60,7 +61,7 @@ from .requant import Requantizer
 __all__ = ["PoolEngine"]
 
 OUT_QUEUE = 32
-"""Output queue entries: a window's last tap reaches the queue about 21 cycles after the counters (6 tap
+"""Output queue entries: a window's last tap reaches the queue about 22 cycles after the counters (7 tap
 stages, 14 in the requantiser); a few more keep 1x1 windows at one byte per cycle."""
 
 
@@ -108,14 +109,15 @@ class PoolEngine(wiring.Component):
         col_w = ((cfg.max_width + 2 * cfg.max_pad + 2 * cfg.max_kernel + 2) * cfg.max_channels).bit_length() + 2
         n_params = 1 << ceil_log2(cfg.max_kernel * cfg.max_kernel)     # any 6-bit count - 1 is in range
 
-        # Deeper than one block RAM (the default is 32 blocks): read through a register per block. Written a
+        # Deeper than one block RAM (the default is 32 blocks): read through two registers per bank (the
+        # first beside its blocks, the second in front of the bank select; stages B, B2). Written a
         # cycle late from registers (address, data, each bank's decoded enable): the write address
         # ld_base + ld_off, its bank decode and 5.7 ns of route to the blocks' write enables were 11.4 ns in
         # the whole 8x8 design. A row is read at least 3 edges after its last byte's write lands (that
         # byte's take -> ld_row -> rows_in -> RUN -> stage A -> read; test_maxpool_reads_a_row_right_after_
         # its_only_byte is the tightest case), so a late write is always seen; and it lands in a slot that
         # was free a cycle earlier already.
-        m.submodules.lb = lb = BankedMemory(8, lb_depth, registered_write=True)
+        m.submodules.lb = lb = BankedMemory(8, lb_depth, registered_write=True, read_latency=3)
         # mantissa 24 | shift 6; written in PARAMS, read only after it (:mod:`.collisions`)
         m.submodules.pm = pm = Memory(shape=30, depth=n_params, init=[], attrs=UNDEFINED_COLLISIONS)
         pm_w = pm.write_port()
@@ -381,27 +383,37 @@ class PoolEngine(wiring.Component):
             m.d.sync += cnt_m1.eq(Mux(a_gap, 0, Mux(a_first, 0x1FF, cnt_m1) + a_counted))
 
         # Stage B: the line-buffer blocks' outputs are registered (inside ``lb``) and the GAP accumulator
-        # arrives; the parameter entry is read (from a registered address).
+        # arrives; the window's count - 1 is registered into b_cnt, the parameter memory's address in B2.
         b_valid, b_first, b_last, b_ok, b_gap = (Signal() for _ in range(5))
+        b_cnt = Signal.like(cnt_m1)
         m.d.sync += [
             b_valid.eq(a_valid), b_first.eq(a_first), b_last.eq(a_last), b_ok.eq(a_ok), b_gap.eq(a_gap),
+            b_cnt.eq(cnt_m1),
         ]
         m.d.comb += [
             lb.r_addr.eq(a_addr),
             lb.r_en.eq(1),
-            pm_r.addr.eq(cnt_m1),
+            pm_r.addr.eq(b_cnt),
             pm_r.en.eq(1),
             gap_r.addr.eq(Mux(gap_reading, a_c, ld_c)),
             gap_r.en.eq(1),
         ]
 
-        # Stage B2: the line-buffer byte arrives (its bank selected); the GAP sum and the parameter entry
-        # are registered straight out of their memories.
+        # Stage B2: the line buffer's second register per bank (inside ``lb``); the GAP sum is registered
+        # straight out of its memory and the parameter entry read.
         b2_valid, b2_first, b2_last, b2_ok, b2_gap = (Signal() for _ in range(5))
         b2_gsum = Signal(signed(32))
         m.d.sync += [
             b2_valid.eq(b_valid), b2_first.eq(b_first), b2_last.eq(b_last), b2_ok.eq(b_ok),
             b2_gap.eq(b_gap), b2_gsum.eq(gap_r.data),
+        ]
+
+        # Stage B3: the line-buffer byte arrives (its bank selected), and the parameter entry.
+        b3_valid, b3_first, b3_last, b3_ok, b3_gap = (Signal() for _ in range(5))
+        b3_gsum = Signal(signed(32))
+        m.d.sync += [
+            b3_valid.eq(b2_valid), b3_first.eq(b2_first), b3_last.eq(b2_last), b3_ok.eq(b2_ok),
+            b3_gap.eq(b2_gap), b3_gsum.eq(b2_gsum),
         ]
 
         # Stage C: the byte (registered off the bank select, so block-RAM clock-to-out never stacks on
@@ -415,8 +427,8 @@ class PoolEngine(wiring.Component):
         # and keep the carry chain short.
         red_sum = Signal(signed(18))
         m.d.sync += [
-            s_valid.eq(b2_valid), s_first.eq(b2_first), s_last.eq(b2_last), s_ok.eq(b2_ok),
-            s_gap.eq(b2_gap), s_byte.eq(lb.r_data), s_gsum.eq(b2_gsum), s_pm.eq(pm_r.data),
+            s_valid.eq(b3_valid), s_first.eq(b3_first), s_last.eq(b3_last), s_ok.eq(b3_ok),
+            s_gap.eq(b3_gap), s_byte.eq(lb.r_data), s_gsum.eq(b3_gsum), s_pm.eq(pm_r.data),
         ]
         value = Signal(signed(9))
         m.d.comb += value.eq(as_value9(s_byte, d.in_signed))

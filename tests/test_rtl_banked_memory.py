@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""BankedMemory: two-stage reads that hold when disabled, across bank boundaries, and its block-RAM use."""
+"""BankedMemory: two- or three-stage reads that hold when disabled, across bank boundaries, and its block-RAM use."""
 
 import numpy as np
 import pytest
@@ -27,9 +27,10 @@ async def write(ctx, dut, writes):
     ctx.set(dut.w_en, 0)
 
 
+@pytest.mark.parametrize("latency", [2, 3])
 @pytest.mark.parametrize("depth,bank_depth", [(24, 8), (16, 16), (5, 4)])
-def test_reads_two_enabled_cycles_later_and_hold_while_disabled(depth, bank_depth):
-    dut = BankedMemory(8, depth, bank_depth=bank_depth)
+def test_reads_read_latency_enabled_cycles_later_and_hold_while_disabled(depth, bank_depth, latency):
+    dut = BankedMemory(8, depth, bank_depth=bank_depth, read_latency=latency)
     assert dut.banks == -(-depth // dut.bank_depth)
     rng = np.random.default_rng(depth)
     data = rng.integers(0, 256, depth)
@@ -39,7 +40,7 @@ def test_reads_two_enabled_cycles_later_and_hold_while_disabled(depth, bank_dept
 
     async def bench(ctx):
         await write(ctx, dut, [(a, int(v), 1) for a, v in enumerate(data)])
-        pending = list(order) + [0, 0]               # two more enabled cycles flush the pipeline
+        pending = list(order) + [0] * latency        # latency more enabled cycles flush the pipeline
         issued = []
         for en in enables:
             if not pending:
@@ -49,7 +50,7 @@ def test_reads_two_enabled_cycles_later_and_hold_while_disabled(depth, bank_dept
             await ctx.tick()
             if en:
                 issued.append(pending.pop(0))
-                if len(issued) >= 2:
+                if len(issued) >= latency:
                     got.append(ctx.get(dut.r_data))
         ctx.set(dut.r_en, 1)
         while pending:
@@ -127,3 +128,5 @@ def test_bad_geometry_is_refused():
         BankedMemory(8, 100, bank_depth=12)
     with pytest.raises(ValueError, match="granularity"):
         BankedMemory(32, 100, granularity=12)
+    with pytest.raises(ValueError, match="read_latency"):
+        BankedMemory(8, 100, read_latency=1)
