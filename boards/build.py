@@ -23,6 +23,7 @@ import re
 import subprocess
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 from scalenet.errors import ScalenetError
@@ -145,6 +146,13 @@ def _prepare(board, config, freq_mhz, mem_bytes, baud, soc_factory, overrides):
 PE_MULTIPLIERS = ("dsp", "lut")
 
 
+def pe_config(config: AcceleratorConfig, pe_multipliers: str) -> AcceleratorConfig:
+    """The configuration a build elaborates: LUT products in two registered steps (``pe_product_stages``
+    2), since a whole 9 x 8 bit Booth multiplier between two registers was 9.7-10.5 ns on a speed-6 ECP5.
+    DSP builds keep ``config`` as given (split there, a product takes two multipliers)."""
+    return replace(config, pe_product_stages=2) if pe_multipliers == "lut" else config
+
+
 def _rtlil_module(short):
     return f"{NAME}.{short}" if short else NAME
 
@@ -169,7 +177,8 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
     ``mem_bytes`` (the on-chip SRAM) defaults to the largest power of two the free block RAM holds.
     ``pe_multipliers="lut"`` (ECP5): the PE array's products as Booth-encoded LUT logic (Yosys ``booth``)
     instead of MULT18X18D -- a DSP site is wherever the DSP rows are, and in the 8x8 SoC the routes into and
-    out of the PE multipliers were its slowest paths (12.7 ns: 4.6 ns in, 3.6 ns out).
+    out of the PE multipliers were its slowest paths (12.7 ns: 4.6 ns in, 3.6 ns out) -- each product taken
+    in two registered nibble steps (:func:`pe_config`).
     Raises :class:`~scalenet.boards.estimate.ResourceError` before synthesis when the design cannot fit,
     :class:`BuildError` when a tool fails.
     """
@@ -179,7 +188,7 @@ def build(board_name: str, config: AcceleratorConfig | None = None, *, freq_mhz:
         raise BoardError(f"pe_multipliers must be one of {', '.join(PE_MULTIPLIERS)}, not {pe_multipliers!r}")
     if pe_multipliers == "lut" and board.family != "ecp5":
         raise BoardError(f"--pe-multipliers lut is an ECP5 option (Yosys booth); {board.name} is {board.family}")
-    config = config or AcceleratorConfig()
+    config = pe_config(config or AcceleratorConfig(), pe_multipliers)
     freq_mhz = float(freq_mhz or DEFAULT_FREQ_MHZ)
     baud = baud or DEFAULT_BAUD
     say = log or (lambda msg: None)

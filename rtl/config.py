@@ -20,6 +20,9 @@ class AcceleratorConfig:
     line_buffer_bytes: int = 64 * 1024    #: (kernel_h + stride_h) rows x width x input channels must fit
     weight_buffer_bytes: int = 64 * 1024  #: one layer's weights, padded to R x C blocks, must fit
     data_bytes: int = 8              #: AXI4 data width in bytes
+    #: PE product registers: 1 (DSP blocks), or 2 -- LUT products in two nibble steps, one cycle more of
+    #: latency (:class:`~scalenet.rtl.dot_array.DotArray`; what ``boards.build`` uses with LUT PEs)
+    pe_product_stages: int = 1
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -27,6 +30,8 @@ class AcceleratorConfig:
                 raise ValueError(f"accelerator config {name} must be a positive integer, not {value!r}")
         if self.rows > 255 or self.cols > 255:
             raise ValueError("the PE array is at most 255 x 255")
+        if self.pe_product_stages not in (1, 2):
+            raise ValueError(f"pe_product_stages must be 1 or 2, not {self.pe_product_stages}")
         if self.data_bytes not in (4, 8, 16, 32):
             raise ValueError(f"data_bytes must be 4, 8, 16 or 32, not {self.data_bytes}")
 

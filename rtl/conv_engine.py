@@ -193,7 +193,7 @@ class ConvEngine(wiring.Component):
         tb_w, tb_r = table.write_port(), table.read_port()
 
         m.submodules.div = div = Divider(18)
-        m.submodules.array = array = DotArray(R, C)
+        m.submodules.array = array = DotArray(R, C, split_products=cfg.pe_product_stages == 2)
         m.submodules.rq = rq = Requantizer(user_width=HB + 1 + 2)
 
         # ------------------------------------------------------------------ setup registers

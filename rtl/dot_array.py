@@ -9,7 +9,13 @@ without bubbles, down to one pixel per pass (docs/architecture.md).
 
 Timing (``LATENCY = 2 + ceil(log2 C)``): ``x`` and ``swap`` presented in cycle ``n`` are registered at the
 end of ``n``; the products are registered at the end of ``n + 1``; each adder-tree level adds one
-register; ``y`` holds the R sums in cycle ``n + LATENCY``. A shadow block written at the same edge as a
+register; ``y`` holds the R sums in cycle ``n + LATENCY``.
+
+``split_products=True`` (for products built from LUTs, not DSP blocks) takes each product in two
+registered steps, one cycle more of latency: ``x`` times the weight's low nibble (unsigned) and times its
+high nibble (signed), then their sum ``lo + (hi << 4)``. A whole 9 x 8 bit Booth multiplier in LUTs from
+the weight register to the product register was 9.7-10.5 ns in the 8x8 SoC on an ECP5 at speed grade 6;
+a 9 x 4 bit one is about half the depth. (On DSP blocks the nibbles would take two multipliers each.) A shadow block written at the same edge as a
 ``swap`` does not reach the active set (the swap copies the old shadow), which is what lets the engine
 start reading the next pass's weights in the cycle the current pass starts.
 
@@ -69,13 +75,15 @@ class DotArray(wiring.Component):
     y : Out(sum_bits(cols) * rows)
         Row sums, ``LATENCY`` cycles after ``x``: row ``r`` is the signed
         ``y.word_select(r, sum_bits(cols))``.
+
+    ``split_products``: each product in two registered nibble steps (see the module docstring).
     """
 
-    def __init__(self, rows, cols):
+    def __init__(self, rows, cols, *, split_products=False):
         for name, v in (("rows", rows), ("cols", cols)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise TypeError(f"{name} must be a positive integer, not {v!r}")
-        self._rows, self._cols = rows, cols
+        self._rows, self._cols, self._split = rows, cols, bool(split_products)
         super().__init__({
             "x": In(X_BITS * cols),
             "row_en": In(rows),
@@ -95,7 +103,7 @@ class DotArray(wiring.Component):
 
     @property
     def latency(self):
-        return 2 + _levels(self._cols)
+        return 2 + self._split + _levels(self._cols)
 
     def elaborate(self, platform):
         m = Module()
@@ -115,7 +123,14 @@ class DotArray(wiring.Component):
             level = []
             for c in range(C):
                 p = Signal(signed(PRODUCT_BITS), name=f"p_{r}_{c}")
-                m.d.sync += p.eq(x_row[c] * active[r].word_select(c, 8).as_signed())
+                w = active[r].word_select(c, 8)
+                if self._split:     # |x| <= 256 times 0..15 or -8..7: 13 bits signed hold both
+                    p_lo = Signal(signed(13), name=f"p_lo_{r}_{c}")
+                    p_hi = Signal(signed(13), name=f"p_hi_{r}_{c}")
+                    m.d.sync += [p_lo.eq(x_row[c] * w[:4]), p_hi.eq(x_row[c] * w[4:].as_signed()),
+                                 p.eq(p_lo + (p_hi << 4))]
+                else:
+                    m.d.sync += p.eq(x_row[c] * w.as_signed())
                 level.append(p)
             depth = 0
             while len(level) > 1:

@@ -200,6 +200,19 @@ def test_booth_maps_the_pe_product_to_logic_equal_to_the_multiplier(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
 
+def test_lut_pe_builds_split_their_products():
+    """``--pe-multipliers lut`` elaborates the two-step nibble products (one cycle more of array latency,
+    tested bit-exact in tests/test_rtl_conv_engine.py); a DSP build keeps the configuration it is given."""
+    from scalenet.boards.build import pe_config
+    from scalenet.rtl.conv_engine import ConvEngine
+    cfg = AcceleratorConfig(rows=4, cols=4, max_width=32, max_channels=64, line_buffer_bytes=4096,
+                            weight_buffer_bytes=8192)
+    assert pe_config(cfg, "lut").pe_product_stages == 2 and pe_config(cfg, "dsp") == cfg
+    text = rtlil.convert(ConvEngine(pe_config(cfg, "lut")), name="conv")
+    assert "p_lo_3_3" in text and "p_hi_0_0" in text
+    assert "p_lo_" not in rtlil.convert(ConvEngine(pe_config(cfg, "dsp")), name="conv")
+
+
 def test_board_table_names_a_rows_non_default_flow():
     """A row built with another nextpnr seed or with LUT PE multipliers says so next to its array, so the
     docs table is reproducible from the script's ROWS."""

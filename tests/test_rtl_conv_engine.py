@@ -8,6 +8,8 @@ run on ``amaranth.sim``; the variant sweep and the utilisation bound run on the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -304,6 +306,23 @@ def test_conv_variants_compiled(name, act):
 def test_dense_compiled(fin, fout, act):
     case = dense_case(SMALL, fin=fin, fout=fout, act=act, relu=(fout == 13), seed=fin)
     run_compiled(case, seed=fin, p_valid=0.8, p_ready=0.7)
+
+
+@pytest.mark.parametrize("name", ["3x3_s1_p1", "1x1", "conv1d", "depthwise"])
+def test_split_products_engine_compiled(name):
+    """LUT-PE builds take each product in two nibble steps (one more cycle of array latency): the
+    accumulator, the forwarded sums and the tags follow it and every layer stays exact."""
+    cfg = replace(SMALL, pe_product_stages=2)
+    kwargs = dict(SWEEP[name])
+    seed = sum(map(ord, name))
+    case = conv_case(cfg, act="uint8" if seed % 2 else "int8", relu=True, seed=seed, **kwargs)
+    drv = run_compiled(case, seed=seed, p_valid=0.7, p_ready=0.6)
+    assert drv.active == case.stats.array_cycles
+
+
+def test_split_products_dense_compiled():
+    """Dense layers are passes one pixel long: every sum is forwarded, the tightest case for the latency."""
+    run_compiled(dense_case(replace(SMALL, pe_product_stages=2), fin=33, fout=13, seed=4))
 
 
 def random_layer(rng, seed):

@@ -10,6 +10,7 @@ import json
 import subprocess
 
 import numpy as np
+import pytest
 from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
@@ -29,13 +30,15 @@ def _row_sums(y, rows, cols):
     return out
 
 
-def test_a_disabled_row_keeps_its_inputs():
+@pytest.mark.parametrize("split", [False, True])
+def test_a_disabled_row_keeps_its_inputs(split):
     R, C = 3, 4
     rng = np.random.default_rng(5)
     w = rng.integers(-128, 128, (R, C))
     x1 = rng.integers(-255, 256, C)
     x2 = rng.integers(-255, 256, C)
-    dut = DotArray(R, C)
+    dut = DotArray(R, C, split_products=split)
+    assert dut.latency == 4 + split
     seen = []
 
     async def bench(ctx):
@@ -64,6 +67,43 @@ def test_a_disabled_row_keeps_its_inputs():
     first, second = seen[dut.latency - 2], seen[dut.latency - 1]
     assert first == [int(w[r] @ x1) for r in range(R)]
     assert second == [int(w[0] @ x2), int(w[1] @ x1), int(w[2] @ x2)]
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_every_pixel_of_a_stream_sums_exactly_at_the_extremes(split):
+    """One pixel per cycle, weights and inputs at and around every nibble boundary (split products sum a
+    signed high nibble and an unsigned low one: -128, -8, -1, 15, 16, 127 are where that goes wrong)."""
+    R, C = 4, 8
+    rng = np.random.default_rng(11)
+    edges = np.array([-128, -127, -9, -8, -1, 0, 1, 7, 8, 15, 16, 127])
+    w = np.concatenate([edges, rng.integers(-128, 128, R * C - len(edges))]).reshape(R, C)
+    xs = rng.integers(-256, 256, (40, C))
+    xs[:4] = [[-256] * C, [255] * C, [-255] * C, [0] * C]
+    dut = DotArray(R, C, split_products=split)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.w_data, _pack(w.reshape(-1), 8))
+        ctx.set(dut.w_we, 1)
+        await ctx.tick()
+        ctx.set(dut.w_we, 0)
+        ctx.set(dut.row_en, (1 << R) - 1)
+        for i, x in enumerate(xs):
+            ctx.set(dut.swap, int(i == 0))
+            ctx.set(dut.x, _pack(x, X_BITS))
+            await ctx.tick()
+            seen.append(_row_sums(ctx.get(dut.y), R, C))
+        for _ in range(dut.latency):
+            await ctx.tick()
+            seen.append(_row_sums(ctx.get(dut.y), R, C))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    # x presented in the cycle ending at edge i + 1 leaves y after edge i + LATENCY: seen[i + LATENCY - 1].
+    got = seen[dut.latency - 1:dut.latency - 1 + len(xs)]
+    assert got == [[int(w[r] @ x) for r in range(R)] for x in xs]
 
 
 def test_no_register_drives_two_rows_of_multipliers(tmp_path):
