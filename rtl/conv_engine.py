@@ -573,15 +573,23 @@ class ConvEngine(wiring.Component):
         pg_ob = Signal()
         pg_rows = Signal(R)
 
-        nx_valid = Signal()
-        nx = {name: Signal(shape, name=f"nx_{name}") for name, shape in (
-            ("t", 16), ("t0", 1), ("bank", 1), ("ob", 1), ("first", 1), ("last", 1), ("row_first", 1),
-            ("row_last", 1), ("layer_last", 1), ("t_last", 1), ("row_pad", 1), ("addr0", signed(A)),
-            ("ix0", signed(20)), ("need", 16), ("rows", R))}
+        # A generated pass goes to ``nx`` (the pass the issue stage takes next) or, when that is full and
+        # not taken this cycle, to the skid slot ``nx2``; the generator steps whenever ``nx2`` is empty, a
+        # register. Stepping on ``~nx_valid | take`` put the issue stage's `take` (from `pass_end`) through
+        # the generator's nested loop conditions into the enables of its 20-bit counters and ring bases,
+        # eight LUTs deep (10.1-10.7 ns in the whole 8x8 design); now `take` only loads ``nx``.
+        nx_valid, nx2_valid = Signal(), Signal()
+        nx_fields = (("t", 16), ("t0", 1), ("bank", 1), ("ob", 1), ("first", 1), ("last", 1), ("row_first", 1),
+                     ("row_last", 1), ("layer_last", 1), ("t_last", 1), ("row_pad", 1), ("addr0", signed(A)),
+                     ("ix0", signed(20)), ("need", 16), ("rows", R))
+        nx = {name: Signal(shape, name=f"nx_{name}") for name, shape in nx_fields}
+        nx2 = {name: Signal(shape, name=f"nx2_{name}") for name, shape in nx_fields}
+        gen = {name: Signal(shape, name=f"gen_{name}") for name, shape in nx_fields}   # the generator's pass
         take = Signal()           # the issue stage takes the pass in nx this cycle
+        gen_fire = Signal()       # the generator emits ``gen`` and steps this cycle
 
         # The loop counters' compares live in flags updated with the counters (one cycle ahead), so the
-        # generator's load enable (``~nx_valid | take``) only selects between precomputed values.
+        # generator's step only selects between precomputed values.
         ci_first, ci_last, ci_one = Signal(), Signal(), Signal()
         kx_last, ky_last, t_last, oy_last = Signal(), Signal(), Signal(), Signal()
         # Rows the current output row needs, and whether they are in: registered from pg_iy_top, which
@@ -602,10 +610,31 @@ class ConvEngine(wiring.Component):
         m.d.comb += tb_r.addr.eq(tb_ra)
         pg_hm2 = Signal(signed(18))    # pg_hi - 2: "the next ci tile is the last" is an equality
         m.d.sync += [tb_q.eq(tb_r.data), tb_q2.eq(tb_q)]
-        with m.If(take):
-            m.d.sync += nx_valid.eq(0)
-        gen_load = Signal()          # the generator loads a new pass into nx this cycle
-        gen_first, gen_row_first = Signal(), Signal()
+
+        first = (pg_ky == 0) & (pg_kx == 0) & ci_first
+        last = ky_last & kx_last & ci_last
+        iy = pg_iy_top + pg_ky
+        m.d.comb += [
+            gen["t"].eq(pg_t), gen["t0"].eq(pg_t == 0), gen["bank"].eq(pg_bank), gen["ob"].eq(pg_ob),
+            gen["first"].eq(first), gen["last"].eq(last),
+            gen["row_first"].eq(first & (pg_t == 0)), gen["row_last"].eq(last & t_last),
+            gen["layer_last"].eq(last & t_last & oy_last), gen["t_last"].eq(t_last),
+            gen["row_pad"].eq((iy < 0) | (iy >= d.in_height)),
+            gen["addr0"].eq(pg_base_k + pg_kx_off + pg_ci),
+            gen["ix0"].eq(pg_kx - d.pad_left),
+            gen["need"].eq(pg_need), gen["rows"].eq(pg_rows),
+        ]
+        nx_free = Signal()           # nx is empty or taken this cycle
+        m.d.comb += nx_free.eq(~nx_valid | take)
+        with m.If(nx_free):
+            with m.If(nx2_valid):
+                m.d.sync += [nx_valid.eq(1), nx2_valid.eq(0), *(nx[k].eq(nx2[k]) for k in nx)]
+            with m.Elif(gen_fire):
+                m.d.sync += [nx_valid.eq(1), *(nx[k].eq(gen[k]) for k in nx)]
+            with m.Else():
+                m.d.sync += nx_valid.eq(0)
+        with m.Elif(gen_fire):
+            m.d.sync += [nx2_valid.eq(1), *(nx2[k].eq(gen[k]) for k in nx)]
         with m.FSM(name="passgen"):
             with m.State("IDLE"):
                 m.d.sync += tb_ra.eq(0)
@@ -613,7 +642,7 @@ class ConvEngine(wiring.Component):
                     m.d.sync += [
                         pg_oy.eq(0), pg_t.eq(0), pg_ky.eq(0), pg_kx.eq(0), pg_iy_top.eq(-d.pad_top),
                         pg_base_top.eq(0), pg_base_k.eq(0), pg_kx_off.eq(-pl_off), pg_bank.eq(0),
-                        pg_ob.eq(0), nx_valid.eq(0),
+                        pg_ob.eq(0), nx_valid.eq(0), nx2_valid.eq(0),
                         kx_last.eq(kw == 1), ky_last.eq(kh == 1), t_last.eq(n_co == 1),
                         oy_last.eq(d.out_height == 1),
                     ]
@@ -629,22 +658,8 @@ class ConvEngine(wiring.Component):
                              ci_first.eq(1), ci_one.eq(one), ci_last.eq(one)]
                 m.next = "GEN"
             with m.State("GEN"):
-                first = (pg_ky == 0) & (pg_kx == 0) & ci_first
-                last = ky_last & kx_last & ci_last
-                iy = pg_iy_top + pg_ky
-                m.d.comb += [gen_load.eq(~nx_valid | take), gen_first.eq(first), gen_row_first.eq(first & (pg_t == 0))]
-                with m.If(~nx_valid | take):
-                    m.d.sync += [
-                        nx_valid.eq(1),
-                        nx["t"].eq(pg_t), nx["t0"].eq(pg_t == 0), nx["bank"].eq(pg_bank), nx["ob"].eq(pg_ob),
-                        nx["first"].eq(first), nx["last"].eq(last),
-                        nx["row_first"].eq(first & (pg_t == 0)), nx["row_last"].eq(last & t_last),
-                        nx["layer_last"].eq(last & t_last & oy_last), nx["t_last"].eq(t_last),
-                        nx["row_pad"].eq((iy < 0) | (iy >= d.in_height)),
-                        nx["addr0"].eq(pg_base_k + pg_kx_off + pg_ci),
-                        nx["ix0"].eq(pg_kx - d.pad_left),
-                        nx["need"].eq(pg_need), nx["rows"].eq(pg_rows),
-                    ]
+                m.d.comb += gen_fire.eq(~nx2_valid)
+                with m.If(~nx2_valid):
                     with m.If(~ci_last):
                         m.d.sync += [pg_ci.eq(pg_ci + 1), ci_first.eq(0), ci_last.eq(pg_ci == pg_hm2)]
                     with m.Else():
@@ -690,16 +705,21 @@ class ConvEngine(wiring.Component):
                if name in ("t", "bank", "first", "last", "row_last", "layer_last", "row_pad", "rows")}
         pass_end = Signal()       # the pass's last pixel issues this cycle (a register: it heads `take`)
 
-        # `take` enables the generator, the issue registers and the weight loader, so it is computed from
-        # four registers. nx_ok says "the rows the pass in nx needs are in (if it starts a row) and its
-        # psum bank is free (if it starts a tile)": loaded with a new pass from the generator's flags, else
-        # refreshed. It may be one cycle late, which is safe: w_rows only grows, a bank is only freed
-        # (a take sets the busy bit of the bank of the pass it takes, while the pass loaded in the same
-        # cycle either continues that tile or starts the next, which uses the other bank).
+        # `take` enables nx, the issue registers and the weight loader, so it is computed from four
+        # registers. nx_ok says "the rows the pass in nx needs are in (if it starts a row) and its psum
+        # bank is free (if it starts a tile)": loaded with a new pass (from the generator's flags, or
+        # computed from nx2), else refreshed. It may be one cycle late, which is safe: w_rows only grows, a
+        # bank is only freed (a take sets the busy bit of the bank of the pass it takes, while the pass
+        # loaded in the same cycle -- the next one generated -- either continues that tile or starts the
+        # next, which uses the other bank).
         # (`run` is not needed: the generator starts with it and nx_valid is clear when it falls.)
         nx_ok = Signal()
-        with m.If(gen_load):
-            m.d.sync += nx_ok.eq((~gen_row_first | pg_rows_ok) & (~gen_first | ~bank_busy.bit_select(pg_bank, 1)))
+        with m.If(nx_free & nx2_valid):
+            m.d.sync += nx_ok.eq((~nx2["row_first"] | (w_rows >= nx2["need"]))
+                                 & (~nx2["first"] | ~bank_busy.bit_select(nx2["bank"], 1)))
+        with m.Elif(nx_free & gen_fire):
+            m.d.sync += nx_ok.eq((~gen["row_first"] | pg_rows_ok)
+                                 & (~gen["first"] | ~bank_busy.bit_select(pg_bank, 1)))
         with m.Else():
             m.d.sync += nx_ok.eq((~nx["row_first"] | (w_rows >= nx["need"]))
                                  & (~nx["first"] | ~bank_busy.bit_select(nx["bank"], 1)))

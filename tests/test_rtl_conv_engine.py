@@ -320,6 +320,26 @@ def test_split_products_engine_compiled(name):
     assert drv.active == case.stats.array_cycles
 
 
+@pytest.mark.parametrize("split", [1, 2])
+def test_one_pass_tiles_wait_for_their_bank_compiled(split):
+    """Tiles one pass long (a dense layer of <= C inputs; a one-column conv of <= C channels) follow each
+    other every cycle while a slow consumer holds the output buffer, so passes queue in the generator's
+    skid slot and tiles wait for their psum banks: every byte stays exact, with split products too."""
+    cfg = replace(SMALL, pe_product_stages=split)
+    run_compiled(dense_case(cfg, fin=3, fout=24, seed=8), seed=8, p_ready=0.2)
+    case = conv_case(cfg, cin=4, cout=16, hw=(6, 1), k=1, stride=1, pads=0, seed=9)
+    run_compiled(case, seed=9, p_valid=0.3, p_ready=0.2)
+
+
+@pytest.mark.parametrize("p_valid", [0.1, 0.2, 0.3])
+def test_one_pass_rows_wait_for_their_input_compiled(p_valid):
+    """A one-column conv of <= C inputs and <= R outputs is one pass per output row: while a row's pass
+    waits for its input, the next row's is generated into the skid slot; taken the cycle after, it must
+    still wait for its own row."""
+    case = conv_case(SMALL, cin=4, cout=4, hw=(9, 1), k=1, stride=1, pads=0, seed=10)
+    run_compiled(case, seed=int(p_valid * 10), p_valid=p_valid)
+
+
 def test_split_products_dense_compiled():
     """Dense layers are passes one pixel long: every sum is forwarded, the tightest case for the latency."""
     run_compiled(dense_case(replace(SMALL, pe_product_stages=2), fin=33, fout=13, seed=4))
