@@ -114,6 +114,11 @@ class Bridge(wiring.Component):
         hdr = Signal(64)                          # cmd, seq, addr[4], len[2] as received (LE)
         cmd, seq, addr, length = hdr[0:8], hdr[8:16], hdr[16:48], hdr[48:64]
         cnt = Signal(range(max(self.max_payload, 8) + 1))
+        # The last index of the payload and of a memory access, registered in CHECK: compared with cnt
+        # they end PAYLOAD, MW_B and MR_R; subtracted there, header -> carry chain -> compare -> the
+        # bridge's state and response enables was 10.1-10.4 ns in the 8x8 SoC.
+        payload_m1 = Signal(16)
+        length_m1 = Signal(16)
         crc = Signal(16)
         idle = Signal(range(self.timeout_cycles + 1))
         word = Signal(32)                         # REG_WRITE payload / REG_READ data
@@ -227,6 +232,7 @@ class Bridge(wiring.Component):
                 with m.Elif(timed_out):
                     m.next = "SYNC"
             with m.State("CHECK"):                # bytes are >= 40 cycles apart: a cycle to decode
+                m.d.sync += [payload_m1.eq(payload_len - 1), length_m1.eq(length - 1)]
                 m.d.sync += [cnt.eq(0), bad_addr.eq(Mux((cmd == Cmd.MEM_READ) | (cmd == Cmd.MEM_WRITE), mem_bad,
                                                         Mux(cmd == Cmd.PING, 0, reg_bad)))]
                 with m.If(~known):
@@ -243,7 +249,7 @@ class Bridge(wiring.Component):
                 with m.If(got):
                     m.d.sync += [w_addr.eq(cnt), w_data.eq(byte), w_en.eq(1)]
                     m.d.sync += [crc.eq(crc_next), word.eq(Cat(word[8:], byte)), cnt.eq(cnt + 1)]
-                    with m.If(cnt == payload_len - 1):
+                    with m.If(cnt == payload_m1):
                         m.d.sync += cnt.eq(0)
                         m.next = "CRC"
                 with m.Elif(timed_out):
@@ -308,7 +314,7 @@ class Bridge(wiring.Component):
                     with m.If(self.mem.b.resp != axi.Resp.OKAY):
                         record(Status.BUS_ERROR)
                         respond(Status.BUS_ERROR)
-                    with m.Elif(cnt == length - 1):
+                    with m.Elif(cnt == length_m1):
                         record(Status.OK)
                         respond(Status.OK)
                     with m.Else():
@@ -325,7 +331,7 @@ class Bridge(wiring.Component):
                     with m.If(self.mem.r.resp != axi.Resp.OKAY):
                         record(Status.BUS_ERROR)
                         respond(Status.BUS_ERROR)
-                    with m.Elif(cnt == length - 1):
+                    with m.Elif(cnt == length_m1):
                         record(Status.OK)
                         respond(Status.OK, length, source=2)
                     with m.Else():
