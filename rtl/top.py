@@ -27,7 +27,7 @@ from .config import AcceleratorConfig
 from .control import ControlSlave
 from .dma import DMA
 from .regmap import DESCRIPTOR_BYTES, ErrorCode, Opcode, descriptor_layout
-from .stream_adapters import BytesToWords, RegionLayout, SkidBuffer, WordSplitter, WordsToBytes
+from .stream_adapters import BytesToWords, FifoSlice, RegionLayout, SkidBuffer, WordSplitter, WordsToBytes
 
 __all__ = ["ScaleNet", "ADD_CHUNK_WORDS", "END_OF_LIST_CYCLES"]
 
@@ -110,17 +110,18 @@ class ScaleNet(wiring.Component):
         T = {name: i for i, name in enumerate(_TARGETS)}
         # The target also as one-hot registers, loaded with it (every assignment is a constant): the
         # decode of ``target`` headed the read-data handshake (target -> stream valids -> the engines'
-        # ready logic -> rd.ready -> rd_skid, 10.5 ns in the 82 MHz whole design).
+        # ready logic -> rd.ready -> the read slice, 10.5 ns in the 82 MHz whole design).
         to = {name: Signal(name=f"to_{name}", init=name == "none") for name in _TARGETS}
 
         def set_target(name):
             return [target.eq(T[name]), *(sig.eq(n == name) for n, sig in to.items())]
         # Register slices on both DMA data streams: the handshakes from the AXI channels through the
-        # adapters into the engines are otherwise single combinational chains.
-        m.submodules.rd_skid = rd_skid = wrap(SkidBuffer(dma.rd_data.payload.shape()))
+        # adapters into the engines are otherwise single combinational chains. The read stream's is a
+        # FifoSlice: its ready (an OR over five consumers) then moves a pointer, not 65 payload registers.
+        m.submodules.rd_slice = rd_slice = wrap(FifoSlice(dma.rd_data.payload.shape()))
         m.submodules.wr_skid = wr_skid = wrap(SkidBuffer(b2w.o.payload.shape()))
-        connect(m, dma.rd_data, rd_skid.i)
-        rd = rd_skid.o
+        connect(m, dma.rd_data, rd_slice.i)
+        rd = rd_slice.o
         rd_data = rd.payload.data
         op = desc.opcode
         # The opcode decoded into registers when the descriptor is loaded (every stream mux below
@@ -158,7 +159,7 @@ class ScaleNet(wiring.Component):
             r2b_b.i.valid.eq(rd.valid & to["pixels_b"]),
         ]
         # Weights through a register slice too: the conv engine's weight ready depends on its valid, so
-        # rd.valid -> conv's weight-load logic -> rd.ready -> rd_skid was one chain (10.5 ns).
+        # rd.valid -> conv's weight-load logic -> rd.ready -> the read slice was one chain (10.5 ns).
         m.submodules.wt_skid = wt_skid = wrap(SkidBuffer(len(wsplit.o.payload)))
         connect(m, wsplit.o, wt_skid.i)
         connect(m, wt_skid.o, conv.weights)

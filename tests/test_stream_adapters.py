@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from scalenet.rtl.stream_adapters import BytesToWords, SkidBuffer, WordSplitter, WordsToBytes
+from scalenet.rtl.stream_adapters import BytesToWords, FifoSlice, SkidBuffer, WordSplitter, WordsToBytes
 
 
 def region_of(addr, pixels, channels, stride, nb=8):
@@ -123,11 +123,12 @@ def test_word_splitter_orders_parts_least_significant_first():
     assert out == [0xCDEF, 0x89AB, 0x4567, 0x0123, 0x3210, 0x7654, 0xBA98, 0xFEDC]
 
 
+@pytest.mark.parametrize("slice_", [SkidBuffer, FifoSlice])
 @pytest.mark.parametrize("p_valid, p_ready", [(1.0, 1.0), (0.7, 0.6), (0.3, 0.9), (1.0, 0.2)])
-def test_skid_buffer_passes_every_beat_in_order_at_full_rate(p_valid, p_ready):
+def test_register_slice_passes_every_beat_in_order_at_full_rate(p_valid, p_ready, slice_):
     """Random valid/ready on both sides: every beat once, in order; with both sides always willing, one
     beat per cycle; and its i.ready and o.valid never follow the other side within the cycle (registers)."""
-    dut = SkidBuffer(16)
+    dut = slice_(16)
     sent = list(range(1, 301))
     got, cycles = [], []
     rng = np.random.default_rng(int(p_valid * 10 + p_ready * 100))
