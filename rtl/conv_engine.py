@@ -714,15 +714,15 @@ class ConvEngine(wiring.Component):
         # next, which uses the other bank).
         # (`run` is not needed: the generator starts with it and nx_valid is clear when it falls.)
         nx_ok = Signal()
+
+        def pass_ok(p, rows_in):
+            return (~p["row_first"] | rows_in) & (~p["first"] | ~bank_busy.bit_select(p["bank"], 1))
         with m.If(nx_free & nx2_valid):
-            m.d.sync += nx_ok.eq((~nx2["row_first"] | (w_rows >= nx2["need"]))
-                                 & (~nx2["first"] | ~bank_busy.bit_select(nx2["bank"], 1)))
+            m.d.sync += nx_ok.eq(pass_ok(nx2, w_rows >= nx2["need"]))
         with m.Elif(nx_free & gen_fire):
-            m.d.sync += nx_ok.eq((~gen["row_first"] | pg_rows_ok)
-                                 & (~gen["first"] | ~bank_busy.bit_select(pg_bank, 1)))
+            m.d.sync += nx_ok.eq(pass_ok(gen, pg_rows_ok))      # pg_rows_ok: w_rows >= pg_need, registered
         with m.Else():
-            m.d.sync += nx_ok.eq((~nx["row_first"] | (w_rows >= nx["need"]))
-                                 & (~nx["first"] | ~bank_busy.bit_select(nx["bank"], 1)))
+            m.d.sync += nx_ok.eq(pass_ok(nx, w_rows >= nx["need"]))
         m.d.comb += take.eq(nx_valid & (~is_active | pass_end) & nx_ok)
 
         with m.If(take):
