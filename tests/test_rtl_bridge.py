@@ -24,9 +24,11 @@ MAXP = 32
 REG = {r.name: r.offset for r in regmap.REGISTERS}
 
 
-def make_dut():
+def make_dut(window=MEM):
+    """The bridge with a ``window``-byte memory window over a MEM-byte SRAM (a wider window reaches
+    addresses the SRAM answers with DECERR)."""
     m = Module()
-    m.submodules.bridge = bridge = Bridge(data_bytes=8, mem_bytes=MEM, timeout_cycles=TIMEOUT, max_payload=MAXP,
+    m.submodules.bridge = bridge = Bridge(data_bytes=8, mem_bytes=window, timeout_cycles=TIMEOUT, max_payload=MAXP,
                                           clk_hz=12_345_678, sram=True)
     m.submodules.regs = regs = ControlSlave(rows=8, cols=8, max_kernel=7, data_bytes=8, max_width=256,
                                             max_channels=1024, addr_width=12)
@@ -82,8 +84,8 @@ class Host:
         return await self.receive(max_cycles)
 
 
-def run(script, seed=0):
-    dut, bridge = make_dut()
+def run(script, seed=0, window=MEM):
+    dut, bridge = make_dut(window)
     rng = np.random.default_rng(seed)
 
     async def bench(ctx):
@@ -118,6 +120,21 @@ def test_ping_registers_and_bus_errors():
             st, _, payload = await h.request(encode_request(Cmd.REG_READ, 13, bad, length=4))
             assert (st, payload) == (Status.BAD_ADDR, b"")
     run(script)
+
+
+def test_memory_bus_errors_are_answered_and_the_next_access_works():
+    """A memory access the SRAM answers with an error response (here: past its end, inside a wider
+    window) is BUS_ERROR, for a read at any beat of the block and for a write; the bridge carries on."""
+    async def script(h):
+        st, _, payload = await h.request(encode_request(Cmd.MEM_READ, 1, MEM - 4, length=8))
+        assert (st, payload) == (Status.BUS_ERROR, b"")
+        st, _, _ = await h.request(encode_request(Cmd.MEM_WRITE, 2, MEM + 16, bytes([1, 2, 3])))
+        assert st == Status.BUS_ERROR
+        st, _, _ = await h.request(encode_request(Cmd.MEM_WRITE, 3, MEM - 4, bytes([7, 8, 9, 10])))
+        assert st == Status.OK
+        st, _, payload = await h.request(encode_request(Cmd.MEM_READ, 4, MEM - 4, length=4))
+        assert (st, payload) == (Status.OK, bytes([7, 8, 9, 10]))
+    run(script, window=2 * MEM)
 
 
 def test_memory_blocks_at_unaligned_addresses_and_the_window_edge():
