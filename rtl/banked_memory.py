@@ -9,12 +9,14 @@ is selected one cycle later, so the only path out of a block is a route to its o
 Read latency is two enabled cycles: ``r_addr`` presented with ``r_en`` in one enabled cycle appears on
 ``r_data`` after the second enabled cycle; with ``r_en`` low everything holds, so a stalling pipeline
 reads through it with one enable. With ``read_latency=3`` every bank's output passes a second register
-before the bank multiplexer: the first then feeds nothing but the second, so the placer can keep it beside
-its block, where the multiplexer pulled it towards the other banks (the pool line buffer's bank registers
-ended 10.0-11.7 ns after the clock in 8 of 12 routes of the whole 8x8 design). Writes are single-cycle, with one enable per ``granularity`` bits. A
-read in the cycle of a write to the same address is undefined in hardware (the old word in simulation):
-synthesis is told so (:mod:`.collisions`), so no collision logic sits behind the blocks; every user
-either never reads an address while writing it or discards that word.
+before the bank multiplexer, so the first feeds nothing but the second (the pool line buffer's bank
+registers ended 10.0-11.7 ns after the clock in 8 of 12 routes of the whole 8x8 design). Measured, that
+did not shorten the route into the first register: the placer still leaves blocks at the die's edge and
+their registers near the logic (10.24-11.33 ns in 6 of the 11 routes since; docs/boards.md, ninth round).
+Writes are single-cycle, with one enable per ``granularity`` bits. A read in the cycle of a write to the
+same address is undefined in hardware (the old word in simulation): synthesis is told so
+(:mod:`.collisions`), so no collision logic sits behind the blocks; every user either never reads an
+address while writing it or discards that word.
 
 With ``registered_write=True`` a write reaches the blocks one cycle later, from registers (the address,
 the data and each bank's decoded enables): the write enables of a deep memory fan out to blocks far apart
