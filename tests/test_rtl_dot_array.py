@@ -21,6 +21,20 @@ def _pack(values, width):
     return sum((int(v) & ((1 << width) - 1)) << (i * width) for i, v in enumerate(values))
 
 
+async def _load_shadow(ctx, dut, w):
+    ctx.set(dut.w_data, _pack(w.reshape(-1), 8))
+    ctx.set(dut.w_we, 1)
+    await ctx.tick()
+    ctx.set(dut.w_we, 0)
+
+
+def _simulate(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
 def _row_sums(y, rows, cols):
     w = sum_bits(cols)
     out = []
@@ -42,10 +56,7 @@ def test_a_disabled_row_keeps_its_inputs(split):
     seen = []
 
     async def bench(ctx):
-        ctx.set(dut.w_data, _pack(w.reshape(-1), 8))
-        ctx.set(dut.w_we, 1)
-        await ctx.tick()
-        ctx.set(dut.w_we, 0)
+        await _load_shadow(ctx, dut, w)
         ctx.set(dut.swap, 1)
         ctx.set(dut.x, _pack(x1, X_BITS))
         ctx.set(dut.row_en, 0b111)
@@ -59,10 +70,7 @@ def test_a_disabled_row_keeps_its_inputs(split):
             seen.append(_row_sums(ctx.get(dut.y), R, C))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(dut, bench)
     # The first pixel's sums appear LATENCY cycles after it (x1 presented in cycle 1: seen[LATENCY - 2]).
     first, second = seen[dut.latency - 2], seen[dut.latency - 1]
     assert first == [int(w[r] @ x1) for r in range(R)]
@@ -83,10 +91,7 @@ def test_every_pixel_of_a_stream_sums_exactly_at_the_extremes(split):
     seen = []
 
     async def bench(ctx):
-        ctx.set(dut.w_data, _pack(w.reshape(-1), 8))
-        ctx.set(dut.w_we, 1)
-        await ctx.tick()
-        ctx.set(dut.w_we, 0)
+        await _load_shadow(ctx, dut, w)
         ctx.set(dut.row_en, (1 << R) - 1)
         for i, x in enumerate(xs):
             ctx.set(dut.swap, int(i == 0))
@@ -97,10 +102,7 @@ def test_every_pixel_of_a_stream_sums_exactly_at_the_extremes(split):
             await ctx.tick()
             seen.append(_row_sums(ctx.get(dut.y), R, C))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(dut, bench)
     # x presented in the cycle ending at edge i + 1 leaves y after edge i + LATENCY: seen[i + LATENCY - 1].
     got = seen[dut.latency - 1:dut.latency - 1 + len(xs)]
     assert got == [[int(w[r] @ x) for r in range(R)] for x in xs]
