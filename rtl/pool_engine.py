@@ -109,8 +109,8 @@ class PoolEngine(wiring.Component):
         col_w = ((cfg.max_width + 2 * cfg.max_pad + 2 * cfg.max_kernel + 2) * cfg.max_channels).bit_length() + 2
         n_params = 1 << ceil_log2(cfg.max_kernel * cfg.max_kernel)     # any 6-bit count - 1 is in range
 
-        # Deeper than one block RAM (the default is 32 blocks): read through two registers per bank (the
-        # first beside its blocks, the second in front of the bank select; stages B, B2). Written a
+        # Deeper than one block RAM (the default is 32 blocks): read through two registers per bank (stages
+        # B, B2; the second in front of the bank select, see BankedMemory for what it measured). Written a
         # cycle late from registers (address, data, each bank's decoded enable): the write address
         # ld_base + ld_off, its bank decode and 5.7 ns of route to the blocks' write enables were 11.4 ns in
         # the whole 8x8 design. A row is read at least 3 edges after its last byte's write lands (that
@@ -198,8 +198,8 @@ class PoolEngine(wiring.Component):
                 return [self.base.eq(0), self.slot.eq(0), self.last.eq(one)]
 
         # ---------------------------------------------------------------------------------------------
-        # The output queue's credit (``ok``: emit a tap) and the result register (input of the clamp or
-        # of the requantiser).
+        # The output queue's credit (``ok``: emit a tap) and the result registers (res_max: input of the
+        # clamp; res_val: of the requantiser).
         m.submodules.out_q = out_q = CreditQueue(width=8, depth=OUT_QUEUE)
         ok = out_q.ok
         res_valid = Signal()
@@ -458,7 +458,7 @@ class PoolEngine(wiring.Component):
             d_valid.eq(s_valid & s_last), d_gap.eq(s_gap), d_gsum.eq(s_gsum),
             d_mant.eq(s_pm[:24]), d_shift.eq(s_pm[24:30]),
             res_valid.eq(d_valid),
-            res_val.eq(Mux(d_gap, d_gsum, Mux(is_max_r, red_max, red_sum))),
+            res_val.eq(Mux(d_gap, d_gsum, red_sum)),       # averages only: a max leaves through res_max
             res_max.eq(red_max),
             res_mant.eq(d_mant),
             res_shift.eq(d_shift),
