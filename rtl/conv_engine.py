@@ -794,27 +794,29 @@ class ConvEngine(wiring.Component):
                      array.row_en.eq(Mux(t3.valid, t3.rows, 0))]
 
         # Accumulate at the last stage (3 + latency), where the row sums arrive. The psum and bias reads are
-        # addressed three stages before and their block-RAM outputs registered twice (5.8 ns clock-to-out
-        # leaves ~4 ns of route: one register straight out of the blocks, one the placer can put near the
-        # adders -- with one, block -> register was the whole design's second-longest path, 11.8 ns);
-        # the sums are written a cycle later from ``last`` (the adders straight into the 16 blocks' data
+        # addressed four stages before and their block-RAM outputs registered three times (5.8 ns
+        # clock-to-out leaves ~4 ns of route): twice register to register (``ps_q`` -> ``ps_q2``, so the
+        # first can sit beside its block -- with the forwarding multiplexer behind the first, block ->
+        # register was 3.5-4.5 ns and over 10 ns in 5 of 14 block/build pairs of the 8x8 SoC; with none,
+        # the whole design's second-longest path, 11.8 ns), then into ``base_pre`` near the adders.
+        # The sums are written a cycle later from ``last`` (the adders straight into the 16 blocks' data
         # pins, 5.7 ns of route, were the engine's longest paths). The read port is not transparent and
-        # its collisions are undefined, so the four sums a read cannot see -- those of the elements one to
-        # four ahead writing the same address (passes a single pixel long: dense layers, one-column
+        # its collisions are undefined, so the five sums a read cannot see -- those of the elements one to
+        # five ahead writing the same address (passes a single pixel long: dense layers, one-column
         # outputs) -- are forwarded. Which word an element adds to (bias, psum or a forwarded sum, the
         # nearest one first) is chosen the cycle before, when every candidate but the sum of the element
-        # just ahead is a register: ``last`` .. ``last3``, ``ps_q``, ``bi_q`` (those one to three ahead are
+        # just ahead is a register: ``last`` .. ``last4``, ``ps_q2``, ``bi_q2`` (those one to four ahead are
         # one register further down the line a cycle later). The choice among them is registered as
         # ``base_pre`` -- the second register behind the blocks -- so the loop through the adder keeps a 2:1
         # choice, ``last`` or ``base_pre``, on one flag (a 3-bit select decoded in front of the 8 x 32-bit
         # 6:1 multiplexer and fanned out to all of it was 10.1-10.6 ns in every SoC build).
-        n_fwd = 4
-        ta_rd, ta_pre, ta = tags[stages - 4], tags[stages - 2], tags[stages - 1]
+        n_fwd = 5
+        ta_rd, ta_pre, ta = tags[stages - 5], tags[stages - 2], tags[stages - 1]
         m.d.comb += [ps_r.addr.eq(Cat(ta_rd.ox, ta_rd.bank)), bi_r.addr.eq(ta_rd.t)]
-        ps_q, bi_q = Signal(32 * R), Signal(32 * R)
+        ps_q, bi_q, ps_q2, bi_q2 = (Signal(32 * R, name=n) for n in ("ps_q", "bi_q", "ps_q2", "bi_q2"))
         lasts = [Signal(32 * R, name=f"last{j}") for j in range(1, n_fwd)]
         last = lasts[0]
-        m.d.sync += [ps_q.eq(ps_r.data), bi_q.eq(bi_r.data)]
+        m.d.sync += [ps_q.eq(ps_r.data), bi_q.eq(bi_r.data), ps_q2.eq(ps_q), bi_q2.eq(bi_q)]
         m.d.sync += [lasts[j].eq(lasts[j - 1]) for j in range(1, n_fwd - 1)]
 
         def same(tag):
@@ -834,10 +836,10 @@ class ConvEngine(wiring.Component):
             near.append(held)
         fwd_last = Signal()                 # the element at ta adds to ``last``, else to ``base_pre``
         base_pre = Signal(32 * R)
-        pre = ps_q
+        pre = ps_q2
         for j in reversed(range(1, n_fwd)):
             pre = Mux(near[j], lasts[j - 1], pre)
-        m.d.sync += [fwd_last.eq(~ta_pre.first & near[0]), base_pre.eq(Mux(ta_pre.first, bi_q, pre))]
+        m.d.sync += [fwd_last.eq(~ta_pre.first & near[0]), base_pre.eq(Mux(ta_pre.first, bi_q2, pre))]
         acc_new = []
         for r in range(R):
             base = Mux(fwd_last, last.word_select(r, 32), base_pre.word_select(r, 32)).as_signed()

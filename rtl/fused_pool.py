@@ -66,10 +66,10 @@ class AxisPool(wiring.Component):
     compare is a registered "last" flag computed one byte ahead (down counters compared with constants),
     so no input port or counter feeds a carry chain into the flow control. The running-max memory is
     read one cycle ahead (its address is the next byte's, known before the byte arrives), so the
-    block RAM's slow clock-to-out only reaches a register; it is written a cycle late from a register
-    (so its data pins see no logic either), and the writes that read cannot see (those of the three
-    cycles before the byte's stage 2) are forwarded. Latency and throughput are those of a plain
-    2-stage pipeline.
+    block RAM's slow clock-to-out only reaches a register, and that register only feeds a second one
+    (stage 1b) before any logic; it is written a cycle late from a register (so its data pins see no
+    logic either), and the writes that read cannot see (those of the four cycles before the byte's
+    stage 2) are forwarded. Latency and throughput are those of a plain 3-stage pipeline.
 
     Members
     -------
@@ -147,6 +147,14 @@ class AxisPool(wiring.Component):
         s1 = Signal(data.StructLayout({"valid": 1, "v": 8, "close": 1, "close_mem": 1, "store": 1,
                                        "store_mem": 1, "addr": aw, "rd0": 8, "rd1": 8, "took": 1,
                                        "w1hit": 1, "w1data": 8, "w2hit": 1, "w2data": 8, "hit": 1}))
+        # Stage 1b: the same byte a cycle later. The block RAM's outputs only go register to register here
+        # (s1 -> s1b), so each bit's first register can sit beside its block (the 16384-entry buffer is
+        # eight 1-bit-wide blocks per port spread over the die; with the compare behind s1 that route was
+        # 4.0-5.4 ns in 6 of 7 builds of the 8x8 SoC). The three older forwarded writes are resolved into
+        # one (fsel, fdata) on the way; the write stage 2 makes meanwhile is ``hit``.
+        s1b = Signal(data.StructLayout({"valid": 1, "v": 8, "close": 1, "close_mem": 1, "store": 1,
+                                        "store_mem": 1, "addr": aw, "rd0": 8, "rd1": 8, "took": 1,
+                                        "fsel": 1, "fdata": 8, "hit": 1}))
         fwd = Signal(8)                         # the running max written last cycle
         o_valid, o_data = Signal(), Signal(8)
         # A skid register behind the output: the pipeline advances on a register (skid empty), not on
@@ -155,7 +163,7 @@ class AxisPool(wiring.Component):
         sk_valid, sk_data = Signal(), Signal(8)
         adv = Signal()
         m.d.comb += [adv.eq(~sk_valid), self.o.valid.eq(o_valid), self.o.payload.eq(o_data)]
-        m.d.comb += self.busy.eq(active | s1.valid | o_valid | sk_valid)
+        m.d.comb += self.busy.eq(active | s1.valid | s1b.valid | o_valid | sk_valid)
 
         take = Signal()
         m.d.comb += [self.i.ready.eq(adv & active), take.eq(self.i.valid & self.i.ready)]
@@ -178,14 +186,14 @@ class AxisPool(wiring.Component):
         # Read the next byte's entry every cycle: its data is ready when the byte arrives. Both ports'
         # outputs go straight into stage-1 registers (block-RAM clock-to-out is 5.8 ns in nextpnr's ECP5
         # model and the blocks may sit far from the logic: a port select or forwarding mux in front of the
-        # register was the whole 8x8 design's longest path); the selects happen in stage 2. The writes
-        # that read cannot see are forwarded: the one made in the cycle the byte arrives (``hit``) and the
-        # two before it (w1, w2). Not a transparent port: yosys would compare the late read address with the
+        # register was the whole 8x8 design's longest path), and on into stage 1b's; the selects happen in
+        # stage 2. The writes that read cannot see are forwarded: stage 2's in the cycle the byte arrives
+        # (``s1.hit``) and in the next (``s1b.hit``), and the two before it (w1, w2). Not a transparent port: yosys would compare the late read address with the
         # write address on the way into a register.
         # The memory is written a cycle late, from the register w1: stage 2's forwarding select, compare
         # and max ran on into 3.4 ns of route to the block's data pins (10.4 ns in the whole 8x8 design).
-        # That makes three writes the read cannot see: stage 2's (``hit``), w1's and w2's (written at the
-        # edge of the read).
+        # That makes four writes the read cannot see: stage 2's two (``s1.hit``, ``s1b.hit``), w1's and
+        # w2's (written at the edge of the read).
         wn = Signal(data.StructLayout({"en": 1, "addr": aw, "data": 8}))      # stage 2's write
         w1 = Signal.like(wn)
         w2 = Signal.like(wn)
@@ -199,6 +207,14 @@ class AxisPool(wiring.Component):
                          s1.w1hit.eq(w1.en & (w1.addr == addr)), s1.w1data.eq(w1.data),
                          s1.w2hit.eq(w2.en & (w2.addr == addr)), s1.w2data.eq(w2.data),
                          s1.hit.eq(wn.en & (wn.addr == addr))]
+            # fwd holds stage 2's write of the cycle s1 was taken (s1.hit), the newest of the three.
+            m.d.sync += [s1b.valid.eq(s1.valid), s1b.v.eq(s1.v), s1b.close.eq(s1.close),
+                         s1b.close_mem.eq(s1.close_mem), s1b.store.eq(s1.store),
+                         s1b.store_mem.eq(s1.store_mem), s1b.addr.eq(s1.addr),
+                         s1b.rd0.eq(s1.rd0), s1b.rd1.eq(s1.rd1), s1b.took.eq(s1.took),
+                         s1b.fsel.eq(s1.hit | s1.w1hit | s1.w2hit),
+                         s1b.fdata.eq(Mux(s1.hit, fwd, Mux(s1.w1hit, s1.w1data, s1.w2data))),
+                         s1b.hit.eq(wn.en & (wn.addr == s1.addr))]
 
         def new_group():
             return [n.eq(0), even.eq(1), nz.eq(0), nr.eq(lines_m1), last.eq(lines_1), in_win.eq(win0),
@@ -233,14 +249,13 @@ class AxisPool(wiring.Component):
         # Stage 2: combine with the stored running max; emit and/or write back.
         flip = Cat(Const(0, 7), self.signed)         # order int8 as unsigned by flipping the MSB
         old = Signal(8)
-        m.d.comb += old.eq(Mux(s1.hit, fwd, Mux(s1.w1hit, s1.w1data, Mux(s1.w2hit, s1.w2data,
-                                                                         Mux(s1.took, s1.rd1, s1.rd0)))))
+        m.d.comb += old.eq(Mux(s1b.hit, fwd, Mux(s1b.fsel, s1b.fdata, Mux(s1b.took, s1b.rd1, s1b.rd0))))
         mx = Signal(8)
-        m.d.comb += mx.eq(Mux((old ^ flip) > (s1.v ^ flip), old, s1.v))
-        m.d.comb += [wn.addr.eq(s1.addr), wn.data.eq(Mux(s1.store_mem, mx, s1.v)),
-                     wn.en.eq(adv & s1.valid & s1.store)]
+        m.d.comb += mx.eq(Mux((old ^ flip) > (s1b.v ^ flip), old, s1b.v))
+        m.d.comb += [wn.addr.eq(s1b.addr), wn.data.eq(Mux(s1b.store_mem, mx, s1b.v)),
+                     wn.en.eq(adv & s1b.valid & s1b.store)]
         emit, emit_data = Signal(), Signal(8)        # stage 2's output byte (only while adv)
-        m.d.comb += [emit.eq(adv & s1.valid & s1.close), emit_data.eq(Mux(s1.close_mem, mx, s1.v))]
+        m.d.comb += [emit.eq(adv & s1b.valid & s1b.close), emit_data.eq(Mux(s1b.close_mem, mx, s1b.v))]
         with m.If(adv):
             m.d.sync += fwd.eq(wn.data)
         with m.If(~o_valid | self.o.ready):

@@ -102,6 +102,45 @@ def test_bytes_to_words_strobes_only_the_tensor_bytes(addr, pixels, channels, st
     np.testing.assert_array_equal(memory, want)
 
 
+def test_bytes_to_words_takes_a_byte_every_cycle():
+    """Always valid, always ready: a byte per cycle (the walk steps on the adapter's own registers, not on
+    the consumer's ready, and loses no cycle for it); and with the consumer stalled, the adapter holds two
+    finished words and then stops taking bytes."""
+    region, _ = region_of(0, 8, 8, 8)                    # 64 contiguous bytes: 8 words
+    dut = BytesToWords()
+    taken, words = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.region, region)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.o.ready, 1)
+        for cycle in range(100):
+            ctx.set(dut.i.payload, len(taken) & 0xFF)
+            ctx.set(dut.o.ready, not 20 <= cycle < 50)
+            _, _, i_ready, o_valid, o_ready, data = await ctx.tick().sample(
+                dut.i.ready, dut.o.valid, dut.o.ready, dut.o.payload.data)
+            if i_ready and len(taken) < 64:
+                taken.append(cycle)
+            if o_valid and o_ready:
+                words.append(data)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(words) == 8 and words[0] == int.from_bytes(bytes(range(8)), "little")
+    # Until the stall: every cycle after the first (the adapter's own start register) takes a byte.
+    assert taken[:19] == list(range(1, 20))
+    # Stalled from cycle 20: it fills the word on offer, the one behind it and the word being assembled
+    # (at most 24 bytes), then takes nothing until the consumer is back, and then all the rest.
+    stalled = [c for c in taken if 20 <= c < 50]
+    assert len(stalled) <= 24 and stalled == list(range(20, 20 + len(stalled)))
+    assert len(taken) == 64 and taken[len(stalled) + 19] >= 50
+
+
 def test_word_splitter_orders_parts_least_significant_first():
     dut = WordSplitter(64, 16)
     out = []
