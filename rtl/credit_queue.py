@@ -55,13 +55,19 @@ class CreditQueue(wiring.Component):
         m = Module()
         m.submodules.fifo = fifo = SyncFIFO(width=self.width, depth=self.depth)
         owed = self.owed
-        owed_next = Signal.like(owed)
+        kept = Signal.like(owed)                # owed after this cycle's pop, before its issue
         pop = Signal()
         m.d.comb += [
             fifo.w_data.eq(self.w_data), fifo.w_en.eq(self.w_en),
             self.out.payload.eq(fifo.r_data), self.out.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.out.ready),
             pop.eq(fifo.r_rdy & self.out.ready),
-            owed_next.eq(owed + self.issue - pop),
+            kept.eq(owed - pop),
         ]
-        m.d.sync += [owed.eq(owed_next), self.ok.eq(owed_next < self.depth), self.idle.eq(owed_next == 0)]
+        # ``issue`` comes last (it is decided from ``ok`` by the pipeline's first stage): it only selects
+        # between results computed without it, never feeds the counter's carry chain (ok -> issue logic ->
+        # adder -> compare -> ok was 9.97 ns in the 8x8 SoC).
+        with m.If(self.issue):
+            m.d.sync += [owed.eq(kept + 1), self.ok.eq(kept < self.depth - 1), self.idle.eq(0)]
+        with m.Else():
+            m.d.sync += [owed.eq(kept), self.ok.eq(kept < self.depth), self.idle.eq(kept == 0)]
         return m

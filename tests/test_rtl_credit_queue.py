@@ -94,6 +94,23 @@ def test_issues_exactly_depth_items_while_nobody_pops(latency, depth):
     run(dut, bench)
 
 
+def test_idle_and_owed_follow_each_issue_and_pop_on_the_next_edge():
+    dut = Pipeline(2, 4)
+
+    async def bench(ctx):
+        assert ctx.get(dut.queue.idle) and ctx.get(dut.queue.owed) == 0
+        ctx.set(dut.want, 1)
+        await ctx.tick()
+        ctx.set(dut.want, 0)
+        assert not ctx.get(dut.queue.idle) and ctx.get(dut.queue.owed) == 1
+        await ctx.tick().until(dut.queue.out.valid)
+        ctx.set(dut.queue.out.ready, 1)
+        await ctx.tick()
+        assert ctx.get(dut.queue.idle) and ctx.get(dut.queue.owed) == 0 and ctx.get(dut.queue.ok)
+
+    run(dut, bench)
+
+
 @pytest.mark.parametrize("latency", [2, 6])
 def test_full_rate_with_three_entries_of_slack(latency):
     dut = Pipeline(latency, latency + 3)
