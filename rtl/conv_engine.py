@@ -899,21 +899,23 @@ class ConvEngine(wiring.Component):
                     m.d.sync += [dr_ox.eq(dr_ox + 1), dr_ox_last.eq(dr_ox + 2 == d.out_width)]
             with m.Else():
                 m.d.sync += [dr_r.eq(dr_r + 1), dr_ch.eq(dr_ch + 1)]
-        # The psum and parameter words are registered straight out of the block RAMs (d1q: their
-        # clock-to-out is 5.8 ns and the blocks sit far apart), then d2 registers the requantiser's inputs:
-        # clock-to-out, the 8:1 lane mux and the requantiser's first adder in one cycle was once the
-        # engine's longest path (15.4 ns). The lanes of a psum word drain in order (r = 0, 1, ...), so a
-        # shift register loaded at lane 0 replaces the mux.
-        d1q = Signal.like(d1)
-        ps_dq = Signal(32 * R)
-        qp_q = Signal(32)
-        m.d.sync += [d1q.eq(d1), ps_dq.eq(ps_d.data), qp_q.eq(qp_r.data)]
+        # The psum and parameter words are registered twice straight out of the block RAMs (d1q, d1q2:
+        # their clock-to-out is 5.8 ns and the blocks sit far apart; with the lane shift behind the first
+        # register, block -> register was 3.6-4.5 ns, over 10 ns in 2 of 7 builds of the 8x8 SoC), then d2
+        # registers the requantiser's inputs: clock-to-out, the 8:1 lane mux and the requantiser's first
+        # adder in one cycle was once the engine's longest path (15.4 ns). The lanes of a psum word drain
+        # in order (r = 0, 1, ...), so a shift register loaded at lane 0 replaces the mux.
+        d1q, d1q2 = Signal.like(d1), Signal.like(d1)
+        ps_dq, ps_dq2 = Signal(32 * R), Signal(32 * R)
+        qp_q, qp_q2 = Signal(32), Signal(32)
+        m.d.sync += [d1q.eq(d1), ps_dq.eq(ps_d.data), qp_q.eq(qp_r.data),
+                     d1q2.eq(d1q), ps_dq2.eq(ps_dq), qp_q2.eq(qp_q)]
         d2 = Signal.like(d1)
         d2_word = Signal(32 * R)
         d2_qp = Signal(32)
         d2_acc = d2_word[:32]
-        m.d.sync += [d2.eq(d1q), d2_qp.eq(qp_q),
-                     d2_word.eq(Mux(d1q.r == 0, ps_dq, d2_word[32:]))]
+        m.d.sync += [d2.eq(d1q2), d2_qp.eq(qp_q2),
+                     d2_word.eq(Mux(d1q2.r == 0, ps_dq2, d2_word[32:]))]
 
         bank_set = Signal(2)
         m.d.comb += bank_set.eq(Mux(take & nx["first"], 1 << nx["bank"], 0))
