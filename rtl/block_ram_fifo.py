@@ -5,10 +5,11 @@ logic sits behind a 5.8 ns block-RAM clock-to-out (nextpnr's ECP5 model), and it
 :data:`~.collisions.UNDEFINED_COLLISIONS`, so Yosys adds a collision multiplexer behind every output bit.
 As the add engine's first-input FIFO it was the whole 8x8 design's critical path (75.6 MHz).
 
-Here the block's output only loads a register (``hold``); entries then pass through a small LUT-RAM FIFO
-whose ``r_data`` the consumer sees. Reads are issued against credits for that queue
-(:class:`~.credit_queue.CreditQueue`: the consumer's ``r_en`` only pops it), so nothing in flight ever
-waits. Same-address collisions cannot be used: a read
+Here the block's output only loads a register (``hold``), which only loads another (``hold2``: so the
+first can sit beside the block -- with the queue's LUT RAM behind it, that route was 4.3-5.0 ns in 2 of 7
+builds of the 8x8 SoC); entries then pass through a small LUT-RAM FIFO whose ``r_data`` the consumer
+sees. Reads are issued against credits for that queue (:class:`~.credit_queue.CreditQueue`: the
+consumer's ``r_en`` only pops it), so nothing in flight ever waits. Same-address collisions cannot be used: a read
 is issued only for an entry written in an earlier cycle, and the writer never reaches an unread entry.
 """
 
@@ -22,7 +23,7 @@ from .credit_queue import CreditQueue
 
 __all__ = ["BlockRamFIFO"]
 
-OUT_QUEUE = 4
+OUT_QUEUE = 5
 """Output queue entries: the issue-to-pop round trip (block, ``hold``, queue, credit back) for one entry
 per cycle. It reads combinationally, so it is LUT RAM, never a block."""
 
@@ -55,8 +56,8 @@ class BlockRamFIFO(wiring.Component):
         w_ptr, r_ptr = Signal(range(depth)), Signal(range(depth))
         stored = Signal(range(depth + 1))              # in the block, not yet issued
         write, issue = Signal(), Signal()
-        p1, p2 = Signal(), Signal()                    # an issued read: on rd.data, then in hold
-        hold = Signal(self.width)
+        p1, p2, p3 = Signal(), Signal(), Signal()      # an issued read: on rd.data, in hold, in hold2
+        hold, hold2 = Signal(self.width), Signal(self.width)
 
         def advance(ptr):
             return ptr.eq(0) if depth == 1 else ptr.eq(Mux(ptr == depth - 1, 0, ptr + 1))
@@ -66,13 +67,15 @@ class BlockRamFIFO(wiring.Component):
             wr.addr.eq(w_ptr), wr.data.eq(self.w_data), wr.en.eq(write),
             issue.eq((stored != 0) & queue.ok), queue.issue.eq(issue),
             rd.addr.eq(r_ptr), rd.en.eq(issue),
-            queue.w_data.eq(hold), queue.w_en.eq(p2),
+            queue.w_data.eq(hold2), queue.w_en.eq(p3),
             self.r_data.eq(queue.out.payload), self.r_rdy.eq(queue.out.valid), queue.out.ready.eq(self.r_en),
             self.level.eq(stored + queue.owed),
         ]
-        m.d.sync += [stored.eq(stored + write - issue), p1.eq(issue), p2.eq(p1)]
+        m.d.sync += [stored.eq(stored + write - issue), p1.eq(issue), p2.eq(p1), p3.eq(p2)]
         with m.If(p1):
             m.d.sync += hold.eq(rd.data)
+        with m.If(p2):
+            m.d.sync += hold2.eq(hold)
         with m.If(write):
             m.d.sync += advance(w_ptr)
         with m.If(issue):
