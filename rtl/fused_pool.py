@@ -102,12 +102,20 @@ class AxisPool(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         aw = ceil_log2(max(self._depth, 2))
-        # A word read while its address is written is never used: all three writes the reads cannot see
+        # A word read while its address is written is never used: all four writes the reads cannot see
         # are forwarded (below), so synthesis may leave the collision undefined (:mod:`.collisions`).
-        m.submodules.mem = mem = Memory(shape=8, depth=self._depth, init=[], attrs=UNDEFINED_COLLISIONS)
-        wr = mem.write_port()
-        rd0 = mem.read_port()            # the next byte's entry
-        rd1 = mem.read_port()            # the entry after it (a second block RAM copy)
+        # Two banks, even and odd entries, each one write and one read port: the next byte's entry and
+        # the one after it are consecutive, so one is even and the other odd -- except across a line's
+        # end (the last entry, then entry 0), for which entry 0 also lives in the register ``e0``. Half the
+        # block RAM of one memory read through two ports (Yosys duplicates such a memory per read port:
+        # 16 blocks for the 8x8's 16384-entry row buffer, now 8).
+        banks = []
+        for name, depth in (("even", (self._depth + 1) // 2), ("odd", max(self._depth // 2, 1))):
+            mem = Memory(shape=8, depth=depth, init=[], attrs=UNDEFINED_COLLISIONS)
+            m.submodules[name] = mem
+            banks.append((mem.write_port(), mem.read_port()))
+        (wr_e, rd_e), (wr_o, rd_o) = banks
+        e0 = Signal(8)                   # entry 0, written with the banks
 
         active = Signal()
         addr = Signal(aw)         # entry of the next byte within its line
@@ -145,16 +153,16 @@ class AxisPool(wiring.Component):
 
         # Stage 1: the accepted byte, its flags and the running max read for it the cycle before.
         s1 = Signal(data.StructLayout({"valid": 1, "v": 8, "close": 1, "close_mem": 1, "store": 1,
-                                       "store_mem": 1, "addr": aw, "rd0": 8, "rd1": 8, "took": 1,
-                                       "w1hit": 1, "w1data": 8, "w2hit": 1, "w2data": 8, "hit": 1}))
+                                       "store_mem": 1, "addr": aw, "de": 8, "do": 8, "e0": 8,
+                                       "a0": 1, "w1hit": 1, "w1data": 8, "w2hit": 1, "w2data": 8, "hit": 1}))
         # Stage 1b: the same byte a cycle later. The block RAM's outputs only go register to register here
-        # (s1 -> s1b), so each bit's first register can sit beside its block (the 16384-entry buffer is
-        # eight 1-bit-wide blocks per port spread over the die; with the compare behind s1 that route was
+        # (s1 -> s1b), so each bit's first register can sit beside its block (the 16384-entry buffer's
+        # blocks are 1 or 2 bits wide and spread over the die; with the compare behind s1 that route was
         # 4.0-5.4 ns in 6 of 7 builds of the 8x8 SoC). The three older forwarded writes are resolved into
         # one (fsel, fdata) on the way; the write stage 2 makes meanwhile is ``hit``.
         s1b = Signal(data.StructLayout({"valid": 1, "v": 8, "close": 1, "close_mem": 1, "store": 1,
-                                        "store_mem": 1, "addr": aw, "rd0": 8, "rd1": 8, "took": 1,
-                                        "fsel": 1, "fdata": 8, "hit": 1}))
+                                        "store_mem": 1, "addr": aw, "de": 8, "do": 8, "e0": 8,
+                                        "sel_e0": 1, "sel_o": 1, "fsel": 1, "fdata": 8, "hit": 1}))
         fwd = Signal(8)                         # the running max written last cycle
         o_valid, o_data = Signal(), Signal(8)
         # A skid register behind the output: the pipeline advances on a register (skid empty), not on
@@ -177,19 +185,18 @@ class AxisPool(wiring.Component):
         # a byte arrived the cycle before, and no read address depends on ``take`` (yosys compares read and
         # write addresses for the collision rule, on the way into a register).
         addr1 = Signal(aw)
-        took = Signal()
-        m.d.sync += took.eq(take & ~self.start)
         with m.If(self.start):
             m.d.sync += [addr.eq(0), addr1.eq(Mux((self.inner == 1) & (self.outer == 1), 0, 1))]
         with m.Elif(take):
             m.d.sync += [addr.eq(addr1), addr1.eq(Mux(line_end_1, 0, addr1 + 1))]
-        # Read the next byte's entry every cycle: its data is ready when the byte arrives. Both ports'
-        # outputs go straight into stage-1 registers (block-RAM clock-to-out is 5.8 ns in nextpnr's ECP5
-        # model and the blocks may sit far from the logic: a port select or forwarding mux in front of the
-        # register was the whole 8x8 design's longest path), and on into stage 1b's; the selects happen in
-        # stage 2. The writes that read cannot see are forwarded: stage 2's in the cycle the byte arrives
-        # (``s1.hit``) and in the next (``s1b.hit``), and the two before it (w1, w2). Not a transparent port: yosys would compare the late read address with the
-        # write address on the way into a register.
+        # Read the next byte's entry every cycle: its data is ready when the byte arrives. Both banks'
+        # outputs (and e0) go straight into stage-1 registers (block-RAM clock-to-out is 5.8 ns in
+        # nextpnr's ECP5 model and the blocks may sit far from the logic: a port select or forwarding mux
+        # in front of the register was the whole 8x8 design's longest path), and on into stage 1b's; the
+        # selects happen in stage 2. The writes that read cannot see are forwarded: stage 2's in the cycle
+        # the byte arrives (``s1.hit``) and in the next (``s1b.hit``), and the two before it (w1, w2).
+        # Not a transparent port: yosys would compare the late read address with the write address on the
+        # way into a register.
         # The memory is written a cycle late, from the register w1: stage 2's forwarding select, compare
         # and max ran on into 3.4 ns of route to the block's data pins (10.4 ns in the whole 8x8 design).
         # That makes four writes the read cannot see: stage 2's two (``s1.hit``, ``s1b.hit``), w1's and
@@ -198,12 +205,20 @@ class AxisPool(wiring.Component):
         w1 = Signal.like(wn)
         w2 = Signal.like(wn)
         m.d.sync += [w1.eq(wn), w2.eq(w1)]
-        m.d.comb += [wr.en.eq(w1.en), wr.addr.eq(w1.addr), wr.data.eq(w1.data)]
-        m.d.comb += [rd0.addr.eq(addr), rd0.en.eq(1), rd1.addr.eq(addr1), rd1.en.eq(1)]
+        m.d.comb += [wr_e.en.eq(w1.en & ~w1.addr[0]), wr_o.en.eq(w1.en & w1.addr[0])]
+        for wr in (wr_e, wr_o):
+            m.d.comb += [wr.addr.eq(w1.addr[1:]), wr.data.eq(w1.data)]
+        with m.If(w1.en & (w1.addr == 0)):
+            m.d.sync += e0.eq(w1.data)
+        # The even bank reads whichever of addr, addr1 is even, the odd bank the odd one (addr1 = 0 after
+        # an even last entry: the odd bank's word is then unused and e0 serves).
+        m.d.comb += [rd_e.addr.eq(Mux(addr[0], addr1, addr)[1:]), rd_o.addr.eq(Mux(addr[0], addr, addr1)[1:]),
+                     rd_e.en.eq(1), rd_o.en.eq(1)]
         with m.If(adv):
             m.d.sync += [s1.valid.eq(take), s1.v.eq(self.i.payload), s1.close.eq(close),
                          s1.close_mem.eq(close_mem), s1.store.eq(store), s1.store_mem.eq(store_mem),
-                         s1.addr.eq(addr), s1.rd0.eq(rd0.data), s1.rd1.eq(rd1.data), s1.took.eq(took),
+                         s1.addr.eq(addr), s1.de.eq(rd_e.data), s1.do.eq(rd_o.data), s1.e0.eq(e0),
+                         s1.a0.eq(addr == 0),
                          s1.w1hit.eq(w1.en & (w1.addr == addr)), s1.w1data.eq(w1.data),
                          s1.w2hit.eq(w2.en & (w2.addr == addr)), s1.w2data.eq(w2.data),
                          s1.hit.eq(wn.en & (wn.addr == addr))]
@@ -211,7 +226,10 @@ class AxisPool(wiring.Component):
             m.d.sync += [s1b.valid.eq(s1.valid), s1b.v.eq(s1.v), s1b.close.eq(s1.close),
                          s1b.close_mem.eq(s1.close_mem), s1b.store.eq(s1.store),
                          s1b.store_mem.eq(s1.store_mem), s1b.addr.eq(s1.addr),
-                         s1b.rd0.eq(s1.rd0), s1b.rd1.eq(s1.rd1), s1b.took.eq(s1.took),
+                         s1b.de.eq(s1.de), s1b.do.eq(s1.do), s1b.e0.eq(s1.e0),
+                         # Where the byte's entry was read: entry 0 from e0 (the only place it can be
+                         # read when it follows an even last entry), the others from their bank.
+                         s1b.sel_e0.eq(s1.a0), s1b.sel_o.eq(s1.addr[0]),
                          s1b.fsel.eq(s1.hit | s1.w1hit | s1.w2hit),
                          s1b.fdata.eq(Mux(s1.hit, fwd, Mux(s1.w1hit, s1.w1data, s1.w2data))),
                          s1b.hit.eq(wn.en & (wn.addr == s1.addr))]
@@ -249,7 +267,8 @@ class AxisPool(wiring.Component):
         # Stage 2: combine with the stored running max; emit and/or write back.
         flip = Cat(Const(0, 7), self.signed)         # order int8 as unsigned by flipping the MSB
         old = Signal(8)
-        m.d.comb += old.eq(Mux(s1b.hit, fwd, Mux(s1b.fsel, s1b.fdata, Mux(s1b.took, s1b.rd1, s1b.rd0))))
+        m.d.comb += old.eq(Mux(s1b.hit, fwd, Mux(s1b.fsel, s1b.fdata,
+                                                 Mux(s1b.sel_e0, s1b.e0, Mux(s1b.sel_o, s1b.do, s1b.de)))))
         mx = Signal(8)
         m.d.comb += mx.eq(Mux((old ^ flip) > (s1b.v ^ flip), old, s1b.v))
         m.d.comb += [wn.addr.eq(s1b.addr), wn.data.eq(Mux(s1b.store_mem, mx, s1b.v)),

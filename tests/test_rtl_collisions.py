@@ -91,5 +91,5 @@ def test_the_accelerator_marks_every_block_ram_it_owns():
     assert unmarked == []
     marked = {f"{mod}.{mem}" for (mod, mem) in ports} - set(unmarked)
     assert {"dut.conv.lb", "dut.conv.wmem", "dut.conv.psum", "dut.conv.bias", "dut.conv.qp", "dut.conv.table",
-            "dut.conv.obuf.bank0", "dut.pool.lb.bank0", "dut.pool.pm", "dut.pool.gap", "dut.fpool.h.mem",
-            "dut.fpool.v.mem", "dut.a_fifo.storage"} <= marked
+            "dut.conv.obuf.bank0", "dut.pool.lb.bank0", "dut.pool.pm", "dut.pool.gap", "dut.fpool.h.even",
+            "dut.fpool.h.odd", "dut.fpool.v.even", "dut.fpool.v.odd", "dut.a_fifo.storage"} <= marked
