@@ -55,19 +55,20 @@ class CreditQueue(wiring.Component):
         m = Module()
         m.submodules.fifo = fifo = SyncFIFO(width=self.width, depth=self.depth)
         owed = self.owed
-        kept = Signal.like(owed)                # owed after this cycle's pop, before its issue
         pop = Signal()
         m.d.comb += [
             fifo.w_data.eq(self.w_data), fifo.w_en.eq(self.w_en),
             self.out.payload.eq(fifo.r_data), self.out.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.out.ready),
             pop.eq(fifo.r_rdy & self.out.ready),
-            kept.eq(owed - pop),
         ]
-        # ``issue`` comes last (it is decided from ``ok`` by the pipeline's first stage): it only selects
-        # between results computed without it, never feeds the counter's carry chain (ok -> issue logic ->
-        # adder -> compare -> ok was 9.97 ns in the 8x8 SoC).
-        with m.If(self.issue):
-            m.d.sync += [owed.eq(kept + 1), self.ok.eq(kept < self.depth - 1), self.idle.eq(0)]
+        # ``issue`` (decided from ``ok`` by the pipeline's first stage) and ``pop`` (the consumer's ready
+        # and the queue's level) come last: they only select among counts and compares made from the
+        # register ``owed``, never feed a carry chain (ok -> issue logic -> adder -> compare -> ok was
+        # 9.97 ns in the 8x8 SoC, the queue's level -> pop -> two adders -> owed 10.02 ns).
+        with m.If(self.issue & ~pop):
+            m.d.sync += [owed.eq(owed + 1), self.ok.eq(owed < self.depth - 1), self.idle.eq(0)]
+        with m.Elif(pop & ~self.issue):
+            m.d.sync += [owed.eq(owed - 1), self.ok.eq(1), self.idle.eq(owed == 1)]
         with m.Else():
-            m.d.sync += [owed.eq(kept), self.ok.eq(kept < self.depth), self.idle.eq(kept == 0)]
+            m.d.sync += [self.ok.eq(owed < self.depth), self.idle.eq(owed == 0)]
         return m

@@ -75,16 +75,19 @@ def test_random_traffic_delivers_every_item_once_in_order(latency, depth, p_want
     assert len(got) > 300 and got == list(range(issued[0]))
 
 
-@pytest.mark.parametrize("latency,depth", [(3, 4), (7, 16)])
-def test_issues_exactly_depth_items_while_nobody_pops(latency, depth):
+@pytest.mark.parametrize("latency,depth,gaps", [(3, 4, False), (7, 16, False), (3, 4, True), (2, 5, True)])
+def test_issues_exactly_depth_items_while_nobody_pops(latency, depth, gaps):
+    """With ``gaps`` the pipeline wants an item every other cycle only, so the count also holds still
+    (neither issue nor pop) at every level, the last free one included."""
     dut = Pipeline(latency, depth)
 
     async def bench(ctx):
-        ctx.set(dut.want, 1)
         n = 0
-        for _ in range(3 * depth + latency):
+        for cycle in range(6 * depth + latency):
+            ctx.set(dut.want, not (gaps and cycle % 2))
             n += ctx.get(dut.issued)
             await ctx.tick()
+        ctx.set(dut.want, 1)
         assert n == depth and not ctx.get(dut.queue.ok) and not ctx.get(dut.queue.idle)
         ctx.set(dut.queue.out.ready, 1)          # one pop: its credit is back on the next edge
         assert ctx.get(dut.queue.out.valid) and not ctx.get(dut.issued)
