@@ -176,7 +176,9 @@ class BytesToWords(wiring.Component):
         o_valid = Signal()
         # A second finished word waits behind it, so the walk steps on ``full`` (a register of this
         # module) instead of on ``o.ready``: the write skid's ready came from across the die through the
-        # walk's step logic into its counters' enables (10.1 ns in the 8x8 SoC).
+        # walk's step logic into its counters' enables (10.1 ns in the 8x8 SoC). Measured since: the path
+        # starts at ``full`` and was as long in one of five builds (10.86 ns) -- the step logic and its
+        # ~170 enables make it, not the route from the skid (docs/boards.md, tenth round).
         b_word, b_strb = Signal(8 * nb), Signal(nb)
         b_valid, full = Signal(), Signal()
         push = Signal()                                    # a word is finished this cycle
