@@ -9,8 +9,9 @@ Here the block's output only loads a register (``hold``), which only loads anoth
 first can sit beside the block -- with the queue's LUT RAM behind it, that route was 4.3-5.0 ns in 2 of 7
 builds of the 8x8 SoC); entries then pass through a small LUT-RAM FIFO whose ``r_data`` the consumer
 sees. Reads are issued against credits for that queue (:class:`~.credit_queue.CreditQueue`: the
-consumer's ``r_en`` only pops it), so nothing in flight ever waits. Same-address collisions cannot be used: a read
-is issued only for an entry written in an earlier cycle, and the writer never reaches an unread entry.
+consumer's ``r_en`` only pops it), so nothing in flight ever waits. Same-address collisions cannot be
+used: a read is issued only for an entry written in an earlier cycle, and the writer never reaches an
+unread entry.
 """
 
 from amaranth.hdl import Module, Mux, Signal
