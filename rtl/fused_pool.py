@@ -152,17 +152,17 @@ class AxisPool(wiring.Component):
             ]
 
         # Stage 1: the accepted byte, its flags and the running max read for it the cycle before.
-        s1 = Signal(data.StructLayout({"valid": 1, "v": 8, "close": 1, "close_mem": 1, "store": 1,
-                                       "store_mem": 1, "addr": aw, "de": 8, "do": 8, "e0": 8,
-                                       "a0": 1, "w1hit": 1, "w1data": 8, "w2hit": 1, "w2data": 8, "hit": 1}))
+        # ``b``: the byte, its line's flags, its entry and what was read for it (carried on to stage 1b).
+        byte = data.StructLayout({"valid": 1, "v": 8, "close": 1, "close_mem": 1, "store": 1, "store_mem": 1,
+                                  "addr": aw, "de": 8, "do": 8, "e0": 8})
+        s1 = Signal(data.StructLayout({"b": byte, "a0": 1, "w1hit": 1, "w1data": 8, "w2hit": 1, "w2data": 8,
+                                       "hit": 1}))
         # Stage 1b: the same byte a cycle later. The block RAM's outputs only go register to register here
         # (s1 -> s1b), so each bit's first register can sit beside its block (the 16384-entry buffer's
         # blocks are 1 or 2 bits wide and spread over the die; with the compare behind s1 that route was
         # 4.0-5.4 ns in 6 of 7 builds of the 8x8 SoC). The three older forwarded writes are resolved into
         # one (fsel, fdata) on the way; the write stage 2 makes meanwhile is ``hit``.
-        s1b = Signal(data.StructLayout({"valid": 1, "v": 8, "close": 1, "close_mem": 1, "store": 1,
-                                        "store_mem": 1, "addr": aw, "de": 8, "do": 8, "e0": 8,
-                                        "sel_e0": 1, "sel_o": 1, "fsel": 1, "fdata": 8, "hit": 1}))
+        s1b = Signal(data.StructLayout({"b": byte, "sel_e0": 1, "sel_o": 1, "fsel": 1, "fdata": 8, "hit": 1}))
         fwd = Signal(8)                         # the running max written last cycle
         o_valid, o_data = Signal(), Signal(8)
         # A skid register behind the output: the pipeline advances on a register (skid empty), not on
@@ -171,7 +171,7 @@ class AxisPool(wiring.Component):
         sk_valid, sk_data = Signal(), Signal(8)
         adv = Signal()
         m.d.comb += [adv.eq(~sk_valid), self.o.valid.eq(o_valid), self.o.payload.eq(o_data)]
-        m.d.comb += self.busy.eq(active | s1.valid | s1b.valid | o_valid | sk_valid)
+        m.d.comb += self.busy.eq(active | s1.b.valid | s1b.b.valid | o_valid | sk_valid)
 
         take = Signal()
         m.d.comb += [self.i.ready.eq(adv & active), take.eq(self.i.valid & self.i.ready)]
@@ -215,24 +215,21 @@ class AxisPool(wiring.Component):
         m.d.comb += [rd_e.addr.eq(Mux(addr[0], addr1, addr)[1:]), rd_o.addr.eq(Mux(addr[0], addr, addr1)[1:]),
                      rd_e.en.eq(1), rd_o.en.eq(1)]
         with m.If(adv):
-            m.d.sync += [s1.valid.eq(take), s1.v.eq(self.i.payload), s1.close.eq(close),
-                         s1.close_mem.eq(close_mem), s1.store.eq(store), s1.store_mem.eq(store_mem),
-                         s1.addr.eq(addr), s1.de.eq(rd_e.data), s1.do.eq(rd_o.data), s1.e0.eq(e0),
+            m.d.sync += [s1.b.valid.eq(take), s1.b.v.eq(self.i.payload), s1.b.close.eq(close),
+                         s1.b.close_mem.eq(close_mem), s1.b.store.eq(store), s1.b.store_mem.eq(store_mem),
+                         s1.b.addr.eq(addr), s1.b.de.eq(rd_e.data), s1.b.do.eq(rd_o.data), s1.b.e0.eq(e0),
                          s1.a0.eq(addr == 0),
                          s1.w1hit.eq(w1.en & (w1.addr == addr)), s1.w1data.eq(w1.data),
                          s1.w2hit.eq(w2.en & (w2.addr == addr)), s1.w2data.eq(w2.data),
                          s1.hit.eq(wn.en & (wn.addr == addr))]
             # fwd holds stage 2's write of the cycle s1 was taken (s1.hit), the newest of the three.
-            m.d.sync += [s1b.valid.eq(s1.valid), s1b.v.eq(s1.v), s1b.close.eq(s1.close),
-                         s1b.close_mem.eq(s1.close_mem), s1b.store.eq(s1.store),
-                         s1b.store_mem.eq(s1.store_mem), s1b.addr.eq(s1.addr),
-                         s1b.de.eq(s1.de), s1b.do.eq(s1.do), s1b.e0.eq(s1.e0),
+            m.d.sync += [s1b.b.eq(s1.b),
                          # Where the byte's entry was read: entry 0 from e0 (the only place it can be
                          # read when it follows an even last entry), the others from their bank.
-                         s1b.sel_e0.eq(s1.a0), s1b.sel_o.eq(s1.addr[0]),
+                         s1b.sel_e0.eq(s1.a0), s1b.sel_o.eq(s1.b.addr[0]),
                          s1b.fsel.eq(s1.hit | s1.w1hit | s1.w2hit),
                          s1b.fdata.eq(Mux(s1.hit, fwd, Mux(s1.w1hit, s1.w1data, s1.w2data))),
-                         s1b.hit.eq(wn.en & (wn.addr == s1.addr))]
+                         s1b.hit.eq(wn.en & (wn.addr == s1.b.addr))]
 
         def new_group():
             return [n.eq(0), even.eq(1), nz.eq(0), nr.eq(lines_m1), last.eq(lines_1), in_win.eq(win0),
@@ -268,13 +265,13 @@ class AxisPool(wiring.Component):
         flip = Cat(Const(0, 7), self.signed)         # order int8 as unsigned by flipping the MSB
         old = Signal(8)
         m.d.comb += old.eq(Mux(s1b.hit, fwd, Mux(s1b.fsel, s1b.fdata,
-                                                 Mux(s1b.sel_e0, s1b.e0, Mux(s1b.sel_o, s1b.do, s1b.de)))))
+                                                 Mux(s1b.sel_e0, s1b.b.e0, Mux(s1b.sel_o, s1b.b.do, s1b.b.de)))))
         mx = Signal(8)
-        m.d.comb += mx.eq(Mux((old ^ flip) > (s1b.v ^ flip), old, s1b.v))
-        m.d.comb += [wn.addr.eq(s1b.addr), wn.data.eq(Mux(s1b.store_mem, mx, s1b.v)),
-                     wn.en.eq(adv & s1b.valid & s1b.store)]
+        m.d.comb += mx.eq(Mux((old ^ flip) > (s1b.b.v ^ flip), old, s1b.b.v))
+        m.d.comb += [wn.addr.eq(s1b.b.addr), wn.data.eq(Mux(s1b.b.store_mem, mx, s1b.b.v)),
+                     wn.en.eq(adv & s1b.b.valid & s1b.b.store)]
         emit, emit_data = Signal(), Signal(8)        # stage 2's output byte (only while adv)
-        m.d.comb += [emit.eq(adv & s1b.valid & s1b.close), emit_data.eq(Mux(s1b.close_mem, mx, s1b.v))]
+        m.d.comb += [emit.eq(adv & s1b.b.valid & s1b.b.close), emit_data.eq(Mux(s1b.b.close_mem, mx, s1b.b.v))]
         with m.If(adv):
             m.d.sync += fwd.eq(wn.data)
         with m.If(~o_valid | self.o.ready):
