@@ -1,7 +1,9 @@
 """``scalenet build``: a board top through the open toolchain, and the report of what came out.
 
 ECP5: Amaranth's platform writes the design (RTLIL), the Yosys script and the LPF pin/clock constraints;
-this module runs the three tools itself -- ``yosys`` (synth_ecp5), ``nextpnr-ecp5`` (:func:`nextpnr_options`:
+this module runs the three tools itself -- ``yosys`` (synth_ecp5; then two passes on its netlist: each
+block RAM read port takes the register behind it, :mod:`scalenet.boards.bram_outreg`, and the big reset
+nets go on global networks, :mod:`scalenet.boards.global_resets`), ``nextpnr-ecp5`` (:func:`nextpnr_options`:
 ``--timing-allow-fail``, so a timing miss still gives a report), ``ecppack`` -- timing each step, and
 reads the cell counts (Yosys ``stat``) and Fmax per clock (nextpnr's JSON report). The tools are the
 pip ``yowasp-*`` builds unless the ``YOSYS``, ``NEXTPNR_ECP5`` and ``ECPPACK`` environment variables name
@@ -30,7 +32,9 @@ from scalenet.errors import ScalenetError
 from scalenet.rtl.collisions import undefined_collisions
 from scalenet.rtl.config import AcceleratorConfig
 
+from .bram_outreg import absorb_output_registers
 from .estimate import ResourceError, check_fit, estimate_rtlil
+from .global_resets import promote_reset_nets
 from .targets import Board, BoardError, get_board
 
 __all__ = ["BuildError", "build", "parse_yosys_stat", "parse_nextpnr_report", "add_dfu_suffix",
@@ -281,6 +285,18 @@ def _ecp5_flow(board, plan, out, timings, say, seed):
     say("synthesis (yosys synth_ecp5)")
     _run("synth", [tool("yosys"), "-q", "-l", f"{NAME}.rpt", f"{NAME}.ys"], out, f"{NAME}.rpt", timings)
     cells = parse_yosys_stat((out / "top.stat").read_text())
+    t0 = time.perf_counter()
+    netlist_path = out / f"{NAME}.json"
+    netlist = json.loads(netlist_path.read_text())
+    module = netlist["modules"][NAME]
+    outreg = absorb_output_registers(module)
+    global_resets = promote_reset_nets(module)
+    netlist_path.write_text(json.dumps(netlist))
+    timings["netlist_passes"] = round(time.perf_counter() - t0, 2)
+    cells["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0) - outreg["flip_flops"]
+    say(f"block RAM output registers: {outreg['ports']} read ports take their register "
+        f"({outreg['flip_flops']} flip-flops); resets on global networks: "
+        + (", ".join(f"{g['net']} ({g['lsr_pins']} LSR)" for g in global_resets) or "none"))
     say("place and route (nextpnr-ecp5)")
     _run("pnr", [tool("nextpnr-ecp5"), "--log", f"{NAME}.tim", dev_opt, "--package", package,
                  "--speed", str(cls.speed), "--json", f"{NAME}.json", "--lpf", f"{NAME}.lpf",
@@ -305,7 +321,9 @@ def _ecp5_flow(board, plan, out, timings, say, seed):
     clocks = {k: v for k, v in pnr["fmax"].items()}
     met = bool(clocks) and all(v["achieved_mhz"] >= v["target_mhz"] for v in clocks.values())
     return {
-        "resources": resources, "cells": cells, "nextpnr_utilization": pnr["utilization"],
+        "resources": resources, "cells": cells, "bram_output_registers": outreg,
+        "global_resets": global_resets,
+        "nextpnr_utilization": pnr["utilization"],
         "fmax": clocks, "timing_met": met, "critical_paths": pnr["critical_paths"],
         "bitstream": str(out / f"{NAME}.bit"), "svf": str(out / f"{NAME}.svf"),
         "sdf": str(out / f"{NAME}.sdf"),        # routed delays: benchmarks/sdf_paths.py ranks every slow path

@@ -267,22 +267,24 @@ class ScaleNet(wiring.Component):
         m.d.comb += [dma.rd_cmd.payload.addr.eq(rd_addr), dma.rd_cmd.payload.length.eq(rd_words << align)]
 
         # One shared multiplier for the per-layer products (pixel counts, the fused pool's row, region
-        # spans), a 32x16 split in two 16x16 halves: operands, halves and sum each registered, so no
-        # multiply shares a cycle with the logic around it. Four cycles a product, a few per layer.
-        mul_a, mul_b = Signal(32), Signal(16)
-        mul_lo, mul_hi, mul_p = Signal(32), Signal(32), Signal(48)
-        m.d.sync += [mul_lo.eq(mul_a[:16] * mul_b), mul_hi.eq(mul_a[16:] * mul_b),
-                     mul_p.eq(mul_lo + (mul_hi << 16))]
+        # spans): shift-and-add, a bit of b a cycle from the top, 18 cycles a product and a few products a
+        # layer. It was a DSP (32x16 in two 16x16 halves, registered around): its 3.9 ns and the routes to
+        # and from the DSP column (5.6 ns) still made one cycle, 10.07 ns in the 8x8 SoC.
+        mul_a, mul_b, mul_p = Signal(32), Signal(16), Signal(48)
 
-        # A product is one FSM state counting its four cycles in mul_step (fewer states: a smaller
-        # next-state function). mul_step is cleared on leaving, and in FAIL for a run ended mid-product.
-        mul_step = Signal(2)
+        # A product is one FSM state counting its cycles in mul_step (fewer states: a smaller next-state
+        # function): load, 16 steps, store. mul_step is cleared on leaving, and in FAIL for a run ended
+        # mid-product.
+        mul_step = Signal(range(18))
 
         def mul_state(name, a, b, dst, nxt):
-            """``dst <- a * b`` over four cycles (abort/errors still end the run from any of them)."""
+            """``dst <- a * b`` over 18 cycles (abort/errors still end the run from any of them)."""
             with m.State(name):
-                m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
-                with m.If(mul_step == 3):
+                with m.If(mul_step == 0):
+                    m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_p.eq(0)]
+                with m.Elif(mul_step != 17):
+                    m.d.sync += [mul_p.eq((mul_p << 1) + Mux(mul_b[-1], mul_a, 0)), mul_b.eq(mul_b << 1)]
+                with m.If(mul_step == 17):
                     m.d.sync += [dst.eq(mul_p), mul_step.eq(0)]
                     m.next = nxt
                 with m.Else():

@@ -1,0 +1,68 @@
+"""Put the design's high-fanout reset nets on ECP5 primary clock networks (a DCCA each).
+
+Why: nextpnr promotes only clocks to the global networks; every other net is routed in the fabric. In
+the 8x8 SoC two nets reset most flip-flops -- the engines' reset (the sync reset OR a run's failure,
+one LUT) on 18,176 LSR pins and the sync reset itself on 3,070 -- and routed in the fabric they took up
+to 5.1 and 7.2 ns, headed five of the 25 slowest paths (9.3-9.9 ns) and used routing the data paths
+around them needed. A primary clock network reaches every slice's LSR; a DCCA drives it from the
+fabric. Only LSR pins move to the global net: any other input on the net (a LUT) keeps the fabric route.
+"""
+
+from __future__ import annotations
+
+import collections
+
+__all__ = ["promote_reset_nets", "MIN_LSR_PINS"]
+
+MIN_LSR_PINS = 1000
+"""A net drives at least this many flip-flop LSR pins to be promoted (the 8x8 SoC: two nets; the next
+largest drives 308). Seven fabric-driven globals are free beside the clock."""
+
+_MAX_PROMOTED = 7
+
+
+def _net_name(module, bit, driver):
+    """The net's own name where Yosys kept one, else its driver's (``cell.PIN``)."""
+    names = [n for n, v in module.get("netnames", {}).items() if v["bits"] == [bit] and not n.startswith("$")]
+    return min(names, key=lambda n: (len(n), n)) if names else ".".join(driver)
+
+
+def promote_reset_nets(module: dict, min_lsr_pins: int = MIN_LSR_PINS) -> list:
+    """Drive the LSR pins of every net with at least ``min_lsr_pins`` of them from a new DCCA, in
+    ``module`` (a module of Yosys's ``write_json`` after ``synth_ecp5``, changed in place). Returns
+    ``[{"net": name, "lsr_pins": n}]``, largest first. A net driven by a DCCA already is left alone."""
+    cells = module["cells"]
+    lsr_users = collections.defaultdict(list)
+    driver = {}
+    top_bit = 0
+    for name, cell in cells.items():
+        dirs = cell.get("port_directions", {})
+        for pin, bits in cell["connections"].items():
+            for bit in bits:
+                if not isinstance(bit, int):
+                    continue
+                top_bit = max(top_bit, bit)
+                if dirs.get(pin) == "output":
+                    driver[bit] = (name, pin)
+                elif pin == "LSR" and cell["type"] == "TRELLIS_FF":
+                    lsr_users[bit].append(name)
+    for port in module.get("ports", {}).values():
+        top_bit = max([top_bit, *(b for b in port["bits"] if isinstance(b, int))])
+    nets = sorted(((len(u), bit) for bit, u in lsr_users.items()
+                   if len(u) >= min_lsr_pins and bit in driver and cells[driver[bit][0]]["type"] != "DCCA"),
+                  reverse=True)
+    promoted = []
+    for n, bit in nets[:_MAX_PROMOTED]:
+        name = _net_name(module, bit, driver[bit])
+        top_bit += 1
+        glb = top_bit
+        cells[f"$rst_gbuf${name}"] = {
+            "type": "DCCA", "parameters": {}, "attributes": {},
+            "port_directions": {"CLKI": "input", "CE": "input", "CLKO": "output"},
+            "connections": {"CLKI": [bit], "CE": ["1"], "CLKO": [glb]},
+        }
+        module.setdefault("netnames", {})[f"$rst_glb${name}"] = {"hide_name": 0, "bits": [glb], "attributes": {}}
+        for user in lsr_users[bit]:
+            cells[user]["connections"]["LSR"] = [glb]
+        promoted.append({"net": name, "lsr_pins": n})
+    return promoted
