@@ -119,6 +119,9 @@ def test_ping_registers_and_bus_errors():
         for bad in (0x002, 0x1000):
             st, _, payload = await h.request(encode_request(Cmd.REG_READ, 13, bad, length=4))
             assert (st, payload) == (Status.BAD_ADDR, b"")
+        # A ping's address field is not an address: any value answers the identity.
+        st, seq, payload = await h.request(encode_request(Cmd.PING, 14, 0x1002))
+        assert (st, seq, decode_ident(payload)["magic"]) == (Status.OK, 14, BRIDGE_MAGIC)
     run(script)
 
 
