@@ -5,7 +5,10 @@ the 8x8 SoC two nets reset most flip-flops -- the engines' reset (the sync reset
 one LUT) on 18,176 LSR pins and the sync reset itself on 3,070 -- and routed in the fabric they took up
 to 5.1 and 7.2 ns, headed five of the 25 slowest paths (9.3-9.9 ns) and used routing the data paths
 around them needed. A primary clock network reaches every slice's LSR; a DCCA drives it from the
-fabric. Only LSR pins move to the global net: any other input on the net (a LUT) keeps the fabric route.
+fabric. Every input on such a net that the global network reaches (measured with nextpnr: flip-flop LSR,
+LUT and carry-cell inputs, block RAM resets) moves to it: left in the fabric, the rest of the net -- a
+LUT combining the reset with an enable, a block RAM's output-register reset (:mod:`.bram_outreg`) --
+kept routes of 3.6-5.1 ns, and those paths headed one build (93.5 MHz) at 10.0-10.7 ns.
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ MIN_LSR_PINS = 1000
 largest drives 308). Seven fabric-driven globals are free beside the clock."""
 
 _MAX_PROMOTED = 7
+_GLOBAL_PINS = {
+    "TRELLIS_FF": {"LSR"},
+    "LUT4": {"A", "B", "C", "D"},
+    "CCU2C": {f"{p}{i}" for p in "ABCD" for i in "01"},
+    "DP16KD": {"RSTA", "RSTB"},
+}
+"""The cell inputs a primary clock network reaches, by cell type (the rest keep the fabric net)."""
 
 
 def _net_name(module, bit, driver):
@@ -28,11 +38,13 @@ def _net_name(module, bit, driver):
 
 
 def promote_reset_nets(module: dict, min_lsr_pins: int = MIN_LSR_PINS) -> list:
-    """Drive the LSR pins of every net with at least ``min_lsr_pins`` of them from a new DCCA, in
-    ``module`` (a module of Yosys's ``write_json`` after ``synth_ecp5``, changed in place). Returns
-    ``[{"net": name, "lsr_pins": n}]``, largest first. A net driven by a DCCA already is left alone."""
+    """Drive every net with at least ``min_lsr_pins`` flip-flop LSR pins from a new DCCA (its inputs that
+    a global network reaches; the others keep the net), in ``module`` (a module of Yosys's ``write_json``
+    after ``synth_ecp5``, changed in place). Returns ``[{"net": name, "lsr_pins": n, "pins": moved}]``,
+    largest first. A net driven by a DCCA already is left alone."""
     cells = module["cells"]
     lsr_users = collections.defaultdict(list)
+    movable = collections.defaultdict(list)     # net -> [(cell, pin)] that the global network reaches
     driver = {}
     top_bit = 0
     for name, cell in cells.items():
@@ -44,8 +56,11 @@ def promote_reset_nets(module: dict, min_lsr_pins: int = MIN_LSR_PINS) -> list:
                 top_bit = max(top_bit, bit)
                 if dirs.get(pin) == "output":
                     driver[bit] = (name, pin)
-                elif pin == "LSR" and cell["type"] == "TRELLIS_FF":
+                    continue
+                if pin == "LSR" and cell["type"] == "TRELLIS_FF":
                     lsr_users[bit].append(name)
+                if pin in _GLOBAL_PINS.get(cell["type"], ()) and len(bits) == 1:
+                    movable[bit].append((name, pin))
     for port in module.get("ports", {}).values():
         top_bit = max([top_bit, *(b for b in port["bits"] if isinstance(b, int))])
     nets = sorted(((len(u), bit) for bit, u in lsr_users.items()
@@ -62,7 +77,7 @@ def promote_reset_nets(module: dict, min_lsr_pins: int = MIN_LSR_PINS) -> list:
             "connections": {"CLKI": [bit], "CE": ["1"], "CLKO": [glb]},
         }
         module.setdefault("netnames", {})[f"$rst_glb${name}"] = {"hide_name": 0, "bits": [glb], "attributes": {}}
-        for user in lsr_users[bit]:
-            cells[user]["connections"]["LSR"] = [glb]
-        promoted.append({"net": name, "lsr_pins": n})
+        for user, pin in movable[bit]:
+            cells[user]["connections"][pin] = [glb]
+        promoted.append({"net": name, "lsr_pins": n, "pins": len(movable[bit])})
     return promoted

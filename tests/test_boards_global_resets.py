@@ -6,8 +6,8 @@ RST, ENG, SMALL = 10, 11, 12
 
 
 def netlist(fanouts, lut_on=None):
-    """A driver cell per net in ``fanouts`` (bit -> flip-flops whose LSR it drives), plus a LUT input on
-    net ``lut_on``."""
+    """A driver cell per net in ``fanouts`` (bit -> flip-flops whose LSR it drives), plus, on net
+    ``lut_on``, a LUT input, a block RAM reset and a PFUMX select."""
     cells = {}
     for bit, n in fanouts.items():
         cells[f"drv{bit}"] = {"type": "TRELLIS_FF" if bit == RST else "LUT4", "parameters": {},
@@ -19,6 +19,10 @@ def netlist(fanouts, lut_on=None):
     if lut_on is not None:
         cells["lut"] = {"type": "LUT4", "parameters": {}, "port_directions": {"A": "input", "Z": "output"},
                         "connections": {"A": [lut_on], "Z": [9000]}}
+        cells["ram"] = {"type": "DP16KD", "parameters": {}, "port_directions": {"RSTB": "input", "DOB0": "output"},
+                        "connections": {"RSTB": [lut_on], "DOB0": [9001]}}
+        cells["mux"] = {"type": "PFUMX", "parameters": {}, "port_directions": {"C0": "input", "Z": "output"},
+                        "connections": {"C0": [lut_on], "Z": [9002]}}
     return {"cells": cells, "netnames": {"rst": {"hide_name": 0, "bits": [RST], "attributes": {}}}}
 
 
@@ -29,15 +33,17 @@ def lsr_nets(module):
 def test_big_reset_nets_drive_their_lsr_pins_from_a_dcca():
     m = netlist({RST: 30, ENG: 50, SMALL: 5}, lut_on=RST)
     promoted = promote_reset_nets(m, min_lsr_pins=20)
-    assert promoted == [{"net": "drv11.Q", "lsr_pins": 50}, {"net": "rst", "lsr_pins": 30}]
+    assert promoted == [{"net": "drv11.Q", "lsr_pins": 50, "pins": 50}, {"net": "rst", "lsr_pins": 30, "pins": 32}]
     dccas = {n: c for n, c in m["cells"].items() if c["type"] == "DCCA"}
     assert {c["connections"]["CLKI"][0] for c in dccas.values()} == {RST, ENG}
     glb = {c["connections"]["CLKI"][0]: c["connections"]["CLKO"][0] for c in dccas.values()}
-    assert len(set(glb.values())) == 2 and not set(glb.values()) & {RST, ENG, SMALL, 9000}
+    assert len(set(glb.values())) == 2 and not set(glb.values()) & {RST, ENG, SMALL, 9000, 9001, 9002}
     for bit, n in ((RST, 30), (ENG, 50), (SMALL, 5)):
         users = {m["cells"][f"ff{bit}_{i}"]["connections"]["LSR"][0] for i in range(n)}
         assert users == {glb.get(bit, bit)}
-    assert m["cells"]["lut"]["connections"]["A"] == [RST]               # a LUT input keeps the fabric net
+    # A LUT input and a block RAM reset move to the global net (it reaches them); a PFUMX select stays.
+    assert m["cells"]["lut"]["connections"]["A"] == m["cells"]["ram"]["connections"]["RSTB"] == [glb[RST]]
+    assert m["cells"]["mux"]["connections"]["C0"] == [RST]
     assert all(any(v["bits"] == [g] for v in m["netnames"].values()) for g in glb.values())
 
 
