@@ -1,9 +1,10 @@
 """``scalenet build``: a board top through the open toolchain, and the report of what came out.
 
 ECP5: Amaranth's platform writes the design (RTLIL), the Yosys script and the LPF pin/clock constraints;
-this module runs the three tools itself -- ``yosys`` (synth_ecp5; then two passes on its netlist: each
-block RAM read port takes the register behind it, :mod:`scalenet.boards.bram_outreg`, and the big reset
-nets go on global networks, :mod:`scalenet.boards.global_resets`), ``nextpnr-ecp5`` (:func:`nextpnr_options`:
+this module runs the three tools itself -- ``yosys`` (synth_ecp5; then three passes on its netlist: the
+multipliers take the registers around them, :mod:`scalenet.boards.dsp_registers`, each block RAM read port
+the register behind it, :mod:`scalenet.boards.bram_outreg`, and the big reset nets go on global networks,
+:mod:`scalenet.boards.global_resets`), ``nextpnr-ecp5`` (:func:`nextpnr_options`:
 ``--timing-allow-fail``, so a timing miss still gives a report), ``ecppack`` -- timing each step, and
 reads the cell counts (Yosys ``stat``) and Fmax per clock (nextpnr's JSON report). The tools are the
 pip ``yowasp-*`` builds unless the ``YOSYS``, ``NEXTPNR_ECP5`` and ``ECPPACK`` environment variables name
@@ -33,6 +34,7 @@ from scalenet.rtl.collisions import undefined_collisions
 from scalenet.rtl.config import AcceleratorConfig
 
 from .bram_outreg import absorb_output_registers
+from .dsp_registers import absorb_multiplier_registers
 from .estimate import ResourceError, check_fit, estimate_rtlil
 from .global_resets import promote_reset_nets
 from .targets import Board, BoardError, get_board
@@ -289,14 +291,15 @@ def _ecp5_flow(board, plan, out, timings, say, seed):
     netlist_path = out / f"{NAME}.json"
     netlist = json.loads(netlist_path.read_text())
     module = netlist["modules"][NAME]
+    dsp_regs = absorb_multiplier_registers(module)
     outreg = absorb_output_registers(module)
     global_resets = promote_reset_nets(module)
     netlist_path.write_text(json.dumps(netlist))
     timings["netlist_passes"] = round(time.perf_counter() - t0, 2)
-    cells["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0) - outreg["flip_flops"]
-    say(f"block RAM output registers: {outreg['ports']} read ports take their register "
-        f"({outreg['flip_flops']} flip-flops); resets on global networks: "
-        + (", ".join(f"{g['net']} ({g['lsr_pins']} LSR)" for g in global_resets) or "none"))
+    cells["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0) - outreg["flip_flops"] - dsp_regs["flip_flops_removed"]
+    say(f"multiplier registers: {dsp_regs['registers']} in {dsp_regs['multipliers']} MULT18X18D; block RAM "
+        f"output registers: {outreg['ports']} read ports ({outreg['flip_flops']} flip-flops); resets on "
+        "global networks: " + (", ".join(f"{g['net']} ({g['lsr_pins']} LSR)" for g in global_resets) or "none"))
     say("place and route (nextpnr-ecp5)")
     _run("pnr", [tool("nextpnr-ecp5"), "--log", f"{NAME}.tim", dev_opt, "--package", package,
                  "--speed", str(cls.speed), "--json", f"{NAME}.json", "--lpf", f"{NAME}.lpf",
@@ -322,6 +325,7 @@ def _ecp5_flow(board, plan, out, timings, say, seed):
     met = bool(clocks) and all(v["achieved_mhz"] >= v["target_mhz"] for v in clocks.values())
     return {
         "resources": resources, "cells": cells, "bram_output_registers": outreg,
+        "multiplier_registers": dsp_regs,
         "global_resets": global_resets,
         "nextpnr_utilization": pnr["utilization"],
         "fmax": clocks, "timing_met": met, "critical_paths": pnr["critical_paths"],

@@ -6,7 +6,7 @@ one LUT) on 18,176 LSR pins and the sync reset itself on 3,070 -- and routed in 
 to 5.1 and 7.2 ns, headed five of the 25 slowest paths (9.3-9.9 ns) and used routing the data paths
 around them needed. A primary clock network reaches every slice's LSR; a DCCA drives it from the
 fabric. Every input on such a net that the global network reaches (measured with nextpnr: flip-flop LSR,
-LUT and carry-cell inputs, block RAM resets) moves to it: left in the fabric, the rest of the net -- a
+LUT and carry-cell inputs, block RAM and multiplier register resets) moves to it: left in the fabric, the rest of the net -- a
 LUT combining the reset with an enable, a block RAM's output-register reset (:mod:`.bram_outreg`) --
 kept routes of 3.6-5.1 ns, and those paths headed one build (93.5 MHz) at 10.0-10.7 ns.
 """
@@ -27,6 +27,7 @@ _GLOBAL_PINS = {
     "LUT4": {"A", "B", "C", "D"},
     "CCU2C": {f"{p}{i}" for p in "ABCD" for i in "01"},
     "DP16KD": {"RSTA", "RSTB"},
+    "MULT18X18D": {f"RST{i}" for i in range(4)},
 }
 """The cell inputs a primary clock network reaches, by cell type (the rest keep the fabric net)."""
 
