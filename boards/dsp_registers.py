@@ -125,7 +125,9 @@ def absorb_multiplier_registers(module: dict) -> dict:
         if not plan or len({reg["controls"][0] for reg in plan.values()}) != 1:
             continue
         conn, params = cells[name]["connections"], cells[name]["parameters"]
+        dirs = cells[name].setdefault("port_directions", {})
         conn["CLK0"] = list(next(iter(plan.values()))["controls"][0])
+        dirs["CLK0"] = "input"
         for port, reg in plan.items():
             _, ce, lsr = reg["controls"]
             k = _CONTROL[port]
@@ -133,6 +135,7 @@ def absorb_multiplier_registers(module: dict) -> dict:
             params[f"REG_{kind}_CLK"], params[f"REG_{kind}_CE"], params[f"REG_{kind}_RST"] = "CLK0", f"CE{k}", f"RST{k}"
             conn[f"CE{k}"] = list(ce) if ce is not None else ["1"]
             conn[f"RST{k}"] = list(lsr) if lsr is not None else ["0"]
+            dirs[f"CE{k}"] = dirs[f"RST{k}"] = "input"       # pins Yosys left unconnected
             for i, f in reg["ffs"].items():
                 if port == "P":
                     conn[f"P{i}"] = cells[f]["connections"]["Q"]
