@@ -8,11 +8,11 @@ PE products in DSPs, 4.6 ns in and 3.1-3.6 ns out around the multiplier headed 8
 register inside (0.74 ns clock-to-out at speed 6) and only the routes to and from it are left.
 
 The gateware registers both operands and the product of every multiply, so the registers are there to
-take. The multiplier's input register is a copy of the fabric register in front of the pin: it is loaded
-from that register's data input with the same clock, clock enable and synchronous reset (the DSP's
-registers reset over their enable, like the fabric flip-flop's ``LSR_OVER_CE``, per Lattice's
-simulation model), so the fabric register stays where it has other loads and goes where the multiplier
-was its only one. The output register takes the flip-flops that are each product bit's only load.
+take. The multiplier's input register is a copy of the fabric register in front of the pin, taken where
+that register is loaded from another register (so no logic joins the route into the block): it loads
+that register's data input with the same clock, clock enable and synchronous reset (the DSP's registers
+reset over their enable, like the fabric flip-flop's ``LSR_OVER_CE``, per Lattice's simulation model),
+and the fabric register stays where it has other loads, goes where the multiplier was its only one. The output register takes the flip-flops that are each product bit's only load.
 A port is left alone unless all of its register bits share one clock (the block's ``CLK0``), one enable
 and one reset, reset to 0, and its other pins are tied to 0.
 """
@@ -51,6 +51,17 @@ def _ff_controls(ff):
     return tuple(c["CLK"]), ce, (tuple(lsr) if lsr is not None else None)
 
 
+def _register_or_constant(cells, driver, bits, ff):
+    """Whether a flip-flop's data input is a constant or another flip-flop's output. Only then does its
+    copy go into the multiplier: logic in front of it would otherwise join the route to the DSP column in
+    one cycle (the PE operand's zero-point subtract did: 10.6 ns, where the fabric register had split it)."""
+    (bit,) = bits
+    if isinstance(bit, str):
+        return True
+    src = driver.get(bit)
+    return src is not None and src[0] != ff and cells[src[0]]["type"] == "TRELLIS_FF" and src[1] == "Q"
+
+
 def _plan(cells, driver, sinks, dsp):
     """{port: {"ffs": {pin index: flip-flop}, "controls": (clk, ce, lsr)}} of the registers a multiplier
     can take (A and B in front, P behind), or {} when it has registers on already."""
@@ -69,7 +80,7 @@ def _plan(cells, driver, sinks, dsp):
                 continue
             src = driver.get(bit)
             if (src is None or cells[src[0]]["type"] != "TRELLIS_FF" or src[1] != "Q"
-                    or cells[src[0]]["connections"]["DI"] == [bit]):
+                    or not _register_or_constant(cells, driver, cells[src[0]]["connections"]["DI"], src[0])):
                 ok = False
                 break
             ffs[i] = src[0]

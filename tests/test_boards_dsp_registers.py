@@ -22,7 +22,7 @@ class Netlist:
         self.d = {}
         for port, n in (("A", wa), ("B", wb)):
             for i in range(n):
-                d = self.bit()
+                d = self.add_ff(f"src{port.lower()}{i}", self.bit())      # operand registers in a chain
                 self.d[f"{port}{i}"] = d
                 q = self.add_ff(f"f{port.lower()}{i}", d)
                 conn[f"{port}{i}"] = [q]
@@ -81,6 +81,7 @@ def test_operand_and_product_registers_go_into_the_multiplier():
     assert [c[f"B{i}"] for i in range(2)] == [[n.d[f"B{i}"]] for i in range(2)]
     assert [c[f"P{i}"] for i in range(4)] == [[n.q[i]] for i in range(4)]
     assert not [name for name in n.cells if name.startswith("f")]
+    assert all(f"src{p}{i}" in n.cells for p, w in (("a", 3), ("b", 2)) for i in range(w))
 
 
 def test_an_operand_register_with_other_loads_is_copied_not_moved():
@@ -92,8 +93,8 @@ def test_an_operand_register_with_other_loads_is_copied_not_moved():
     assert n.conn["A1"] == [n.d["A1"]] and n.params["REG_INPUTA_CLK"] == "CLK0"
 
 
-@pytest.mark.parametrize("case", ["product_to_logic", "operand_from_logic", "two_resets", "const_one",
-                                  "inverted_enable", "set_not_reset", "other_clock"])
+@pytest.mark.parametrize("case", ["product_to_logic", "operand_from_logic", "operand_loaded_from_logic",
+                                  "two_resets", "const_one", "inverted_enable", "set_not_reset", "other_clock"])
 def test_only_the_ports_whose_registers_fit_move(case):
     n = Netlist()
     kept = {"A", "B", "P"}
@@ -104,6 +105,10 @@ def test_only_the_ports_whose_registers_fit_move(case):
         n.add_lut("lut", 7)
         n.conn["A2"] = n.cells["lut"]["connections"]["Z"]
         kept = {"A"}
+    elif case == "operand_loaded_from_logic":      # its register's data input is logic: copied into the
+        n.add_lut("lut", 7)                        # block, that logic would join the route to the DSP
+        n.cells["fb1"]["connections"]["DI"] = n.cells["lut"]["connections"]["Z"]
+        kept = {"B"}
     elif case == "two_resets":
         n.cells["fb1"]["connections"]["LSR"] = [CLK2]
         kept = {"B"}
