@@ -62,8 +62,8 @@ def promote_reset_nets(module: dict, min_lsr_pins: int = MIN_LSR_PINS) -> list:
                     lsr_users[bit].append(name)
                 if pin in _GLOBAL_PINS.get(cell["type"], ()) and len(bits) == 1:
                     movable[bit].append((name, pin))
-    for port in module.get("ports", {}).values():
-        top_bit = max([top_bit, *(b for b in port["bits"] if isinstance(b, int))])
+    for named in (*module.get("ports", {}).values(), *module.get("netnames", {}).values()):
+        top_bit = max([top_bit, *(b for b in named["bits"] if isinstance(b, int))])   # a fresh bit for each DCCA
     nets = sorted(((len(u), bit) for bit, u in lsr_users.items()
                    if len(u) >= min_lsr_pins and bit in driver and cells[driver[bit][0]]["type"] != "DCCA"),
                   reverse=True)
