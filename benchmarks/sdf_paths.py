@@ -74,10 +74,11 @@ def parse(text: str):
     return edges, launches, checks, celltype
 
 
-def arrivals(edges, launches):
+def arrivals(edges, launches, untimed=frozenset()):
     """Latest arrival (ps) at every node and the predecessor it came through. Nodes with no inputs and no
     clock arc (the design's input ports, out of context) launch at 0; a clock arc starts a path afresh;
-    the packer's constant drivers launch nothing (nextpnr does not time constants either)."""
+    the packer's constant drivers and the cells in ``untimed`` launch nothing (nextpnr does not time
+    constants, and reports a board's pads -- asynchronous inputs -- apart from the clock's Fmax)."""
     arrive, via = {}, {}
     state, order = {}, []
     for root in list(edges) + list(launches):
@@ -101,6 +102,9 @@ def arrivals(edges, launches):
     for node in order:
         if node in launches:
             arrive[node], via[node] = launches[node], None
+            continue
+        if node[0] in untimed:
+            arrive[node], via[node] = None, None
             continue
         ins = edges.get(node, ())
         best, pred = (None if ins or node[0] in _CONSTANTS else 0), None
@@ -130,7 +134,8 @@ def endpoints(text: str):
     """Every timed endpoint as (arrival + setup in ps, (instance, pin)), worst first; with the arrivals
     and their predecessors (for :func:`trace`) and the cell types."""
     edges, launches, checks, celltype = parse(text)
-    arrive, via = arrivals(edges, launches)
+    pads = {inst for inst, kind in celltype.items() if kind == "TRELLIS_IO"}
+    arrive, via = arrivals(edges, launches, pads)
     ends = sorted(((arrive[n] + setup, n) for n, setup in checks.items() if arrive.get(n) is not None),
                   reverse=True)
     return ends, arrive, via, celltype

@@ -54,12 +54,13 @@ def check_ecp5_report(r, out: Path, config, board_name):
                                            and celltype.get(c) == "DCCA")
     assert max(n for c, n in lsr_drivers.items() if celltype.get(c) != "DCCA") < MIN_LSR_PINS
     # Block-RAM read ports that fed only a register hold it (boards/bram_outreg.py): their routed
-    # clock-to-out is the output register's (0.96 ns at speed 6, not 5.8), and the FF count is the placed one.
+    # clock-to-out is the output register's (speed 6: 0.96 ns, not 5.83; speed 8: 0.25, not 1.42), and the
+    # FF count is the placed one.
     outreg = r["bram_output_registers"]
     assert outreg["ports"] >= 1 and outreg["flip_flops"] >= 8
-    fast = {(inst, pin[2]) for (inst, pin), ps in launches.items()
-            if celltype.get(inst) == "DP16KD" and pin.startswith("DO") and ps < 1500}
-    assert len(fast) == outreg["ports"]
+    bram_out = {(inst, pin[2]): ps for (inst, pin), ps in launches.items()
+                if celltype.get(inst) == "DP16KD" and pin.startswith("DO")}
+    assert len([ps for ps in bram_out.values() if ps < max(bram_out.values()) / 2]) == outreg["ports"]
     assert res["FF"]["used"] == util["TRELLIS_FF"]["used"]
     # Multipliers hold their operand and product registers (boards/dsp_registers.py): registered products
     # leave the block 0.74 ns after the clock (3.9 ns through the multiplier without them).

@@ -74,3 +74,15 @@ def test_an_endpoint_is_traced_by_name_and_an_unknown_one_refused(capsys, tmp_pa
     assert "0.73 ns: q_TRELLIS_FF_Q" in out and "a_TRELLIS_FF_Q.Q" in out.split("0.73 ns:")[1]
     with pytest.raises(SystemExit, match="no timed endpoint starts with 'nothing_here'"):
         sdf_paths.main([str(tmp_path / "r.sdf"), "--endpoint", "nothing_here"])
+
+
+def test_a_board_pad_launches_nothing():
+    """A pad (TRELLIS_IO) is an asynchronous input: nextpnr reports pad -> register paths apart from the
+    clock's Fmax, so the ranking leaves them out (a reset button's 6.2 ns route to the reset synchroniser
+    once outranked every register path of a 144 MHz build)."""
+    pad = cell("TRELLIS_IO", "rst_in", [("B", "O", 0)])
+    sdf = SDF.replace("      )\n    )\n  )\n", ic("rst_in/O", "a_TRELLIS_FF_Q/DI", 9000) + "      )\n    )\n  )\n", 1)
+    sdf = sdf.replace("  )\n)\n", "  )\n" + pad + ")\n")
+    ends, arrive, _, celltype = sdf_paths.endpoints(sdf)
+    assert celltype["rst_in"] == "TRELLIS_IO" and arrive[("a_TRELLIS_FF_Q", "DI")] is None
+    assert ends[0] == (3700 + 130, ("q_TRELLIS_FF_Q_1", "DI"))
