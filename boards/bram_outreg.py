@@ -16,7 +16,7 @@ reset value 0. The enable becomes the port's ``OCE``, the reset its ``RST`` (``R
 
 from __future__ import annotations
 
-import collections
+from .netlist_index import connectivity
 
 __all__ = ["absorb_output_registers"]
 
@@ -83,14 +83,7 @@ def absorb_output_registers(module: dict) -> dict:
     """Fold every absorbable read-port register into its DP16KD, in ``module`` (a module of Yosys's
     ``write_json`` after ``synth_ecp5``, changed in place). Returns ``{"ports": n, "flip_flops": m}``."""
     cells = module["cells"]
-    sinks = collections.defaultdict(list)
-    for name, cell in cells.items():
-        dirs = cell.get("port_directions", {})
-        for pin, bits in cell["connections"].items():
-            if dirs.get(pin) != "output":
-                for bit in bits:
-                    if isinstance(bit, int):
-                        sinks[bit].append((name, pin))
+    _, sinks = connectivity(cells)
     ports = flops = 0
     for bram in [c for c in cells.values() if c["type"] == "DP16KD"]:
         found = {port: _port_register(cells, sinks, bram, port) for port in "AB"}

@@ -19,7 +19,7 @@ and one reset, reset to 0, and its other pins are tied to 0.
 
 from __future__ import annotations
 
-import collections
+from .netlist_index import connectivity
 
 __all__ = ["absorb_multiplier_registers"]
 
@@ -111,16 +111,7 @@ def absorb_multiplier_registers(module: dict) -> dict:
     ``write_json`` after ``synth_ecp5``, changed in place) whose surrounding fabric registers allow it.
     Returns ``{"multipliers": n, "registers": ports, "flip_flops_removed": m}``."""
     cells = module["cells"]
-    driver, sinks = {}, collections.defaultdict(list)
-    for name, cell in cells.items():
-        dirs = cell.get("port_directions", {})
-        for pin, bits in cell["connections"].items():
-            for bit in bits:
-                if isinstance(bit, int):
-                    if dirs.get(pin) == "output":
-                        driver[bit] = (name, pin)
-                    else:
-                        sinks[bit].append((name, pin))
+    driver, sinks = connectivity(cells)
     plans = {name: _plan(cells, driver, sinks, cell) for name, cell in cells.items() if cell["type"] == "MULT18X18D"}
     # A product register that goes into its multiplier cannot also be the copy source of another
     # multiplier's operand register (its data input is the product pin it no longer has).

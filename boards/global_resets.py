@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 
+from .netlist_index import connectivity
+
 __all__ = ["promote_reset_nets", "MIN_LSR_PINS"]
 
 MIN_LSR_PINS = 1000
@@ -44,24 +46,17 @@ def promote_reset_nets(module: dict, min_lsr_pins: int = MIN_LSR_PINS) -> list:
     after ``synth_ecp5``, changed in place). Returns ``[{"net": name, "lsr_pins": n, "pins": moved}]``,
     largest first. A net driven by a DCCA already is left alone."""
     cells = module["cells"]
+    driver, sinks = connectivity(cells)
     lsr_users = collections.defaultdict(list)
     movable = collections.defaultdict(list)     # net -> [(cell, pin)] that the global network reaches
-    driver = {}
-    top_bit = 0
-    for name, cell in cells.items():
-        dirs = cell.get("port_directions", {})
-        for pin, bits in cell["connections"].items():
-            for bit in bits:
-                if not isinstance(bit, int):
-                    continue
-                top_bit = max(top_bit, bit)
-                if dirs.get(pin) == "output":
-                    driver[bit] = (name, pin)
-                    continue
-                if pin == "LSR" and cell["type"] == "TRELLIS_FF":
-                    lsr_users[bit].append(name)
-                if pin in _GLOBAL_PINS.get(cell["type"], ()) and len(bits) == 1:
-                    movable[bit].append((name, pin))
+    for bit, users in sinks.items():
+        for name, pin in users:
+            kind = cells[name]["type"]
+            if pin == "LSR" and kind == "TRELLIS_FF":
+                lsr_users[bit].append(name)
+            if pin in _GLOBAL_PINS.get(kind, ()) and len(cells[name]["connections"][pin]) == 1:
+                movable[bit].append((name, pin))
+    top_bit = max([0, *driver, *sinks])
     for named in (*module.get("ports", {}).values(), *module.get("netnames", {}).values()):
         top_bit = max([top_bit, *(b for b in named["bits"] if isinstance(b, int))])   # a fresh bit for each DCCA
     nets = sorted(((len(u), bit) for bit, u in lsr_users.items()
