@@ -16,7 +16,7 @@ reset value 0. The enable becomes the port's ``OCE``, the reset its ``RST`` (``R
 
 from __future__ import annotations
 
-from .netlist_index import connectivity
+from .netlist_index import connectivity, ff_controls
 
 __all__ = ["absorb_output_registers"]
 
@@ -51,26 +51,10 @@ def _port_register(cells, sinks, bram, port):
         ffs[i] = name
     if not ffs:
         return None
-    controls = set()
-    for name in ffs.values():
-        ff = cells[name]
-        p, c = ff["parameters"], ff["connections"]
-        if p.get("CLKMUX", "CLK") != "CLK" or c["CLK"] != conn[f"CLK{port}"]:
-            return None
-        if p.get("REGSET", "RESET") != "RESET":
-            return None
-        cemux = p.get("CEMUX", "1").strip()
-        if cemux == "CE" and "CE" in c and not _is_const(c["CE"]):
-            ce = tuple(c["CE"])
-        elif cemux == "1" or (cemux == "CE" and _is_const(c.get("CE", ["1"]), "1")):
-            ce = None
-        else:
-            return None
-        lsr = tuple(c["LSR"]) if "LSR" in c and not _is_const(c["LSR"], "0") else None
-        if lsr is not None and (p.get("LSRMUX", "LSR") != "LSR" or p.get("SRMODE", "LSR_OVER_CE") == "ASYNC"
-                                or _is_const(lsr)):
-            return None
-        controls.add((ce, lsr))
+    controls = {ff_controls(cells[name]) for name in ffs.values()}
+    if None in controls or {clk for clk, _, _ in controls} != {tuple(conn[f"CLK{port}"])}:
+        return None
+    controls = {(ce, lsr) for _, ce, lsr in controls}
     if len(controls) != 1:
         return None
     ((ce, lsr),) = controls

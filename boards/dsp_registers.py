@@ -12,43 +12,19 @@ take. The multiplier's input register is a copy of the fabric register in front 
 that register is loaded from another register (so no logic joins the route into the block): it loads
 that register's data input with the same clock, clock enable and synchronous reset (the DSP's registers
 reset over their enable, like the fabric flip-flop's ``LSR_OVER_CE``, per Lattice's simulation model),
-and the fabric register stays where it has other loads, goes where the multiplier was its only one. The output register takes the flip-flops that are each product bit's only load.
-A port is left alone unless all of its register bits share one clock (the block's ``CLK0``), one enable
+and the fabric register stays where it has other loads, goes where the multiplier was its only one. The
+output register takes the flip-flops that are each product bit's only load. A port is left alone unless all of its register bits share one clock (the block's ``CLK0``), one enable
 and one reset, reset to 0, and its other pins are tied to 0.
 """
 
 from __future__ import annotations
 
-from .netlist_index import connectivity
+from .netlist_index import connectivity, ff_controls
 
 __all__ = ["absorb_multiplier_registers"]
 
 _WIDTHS = {"A": 18, "B": 18, "P": 36}
 _CONTROL = {"A": "0", "B": "1", "P": "2"}          # CEn / RSTn used by each register
-
-
-def _ff_controls(ff):
-    """(clk, ce, lsr) of a TRELLIS_FF, or None when its register is not one a DSP register can be."""
-    p, c = ff["parameters"], ff["connections"]
-    if p.get("CLKMUX", "CLK") != "CLK" or p.get("REGSET", "RESET") != "RESET":
-        return None
-    if p.get("SRMODE", "LSR_OVER_CE") == "ASYNC":
-        return None
-    cemux = p.get("CEMUX", "1").strip()
-    if cemux == "CE" and "CE" in c and not all(isinstance(b, str) for b in c["CE"]):
-        ce = tuple(c["CE"])
-    elif cemux == "1" or (cemux == "CE" and c.get("CE", ["1"]) == ["1"]):
-        ce = None
-    else:
-        return None
-    lsr = c.get("LSR")
-    if lsr is not None and all(isinstance(b, str) for b in lsr):
-        if lsr != ["0"]:
-            return None
-        lsr = None
-    if lsr is not None and p.get("LSRMUX", "LSR") != "LSR":
-        return None
-    return tuple(c["CLK"]), ce, (tuple(lsr) if lsr is not None else None)
 
 
 def _register_or_constant(cells, driver, bits, ff):
@@ -100,7 +76,7 @@ def _plan(cells, driver, sinks, dsp):
         found["P"] = out
     plan = {}
     for port, ffs in found.items():
-        sets = {_ff_controls(cells[f]) for f in ffs.values()}
+        sets = {ff_controls(cells[f]) for f in ffs.values()}
         if len(sets) == 1 and None not in sets:
             plan[port] = {"ffs": ffs, "controls": sets.pop()}
     return plan
